@@ -1,0 +1,103 @@
+"""Loading official ml-cvnets / ParC-Net checkpoints, strictly and safely.
+
+Pickles are only ever read with ``weights_only=True``: a file whose unpickling would construct
+arbitrary objects (and so could run code) is refused, never executed.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
+_ALIAS_PREFIX = ("residual.", "layer_5.0.")  # official EdgeFormer keeps a second reference to layer_5.0
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.pt``/``.pth`` (plain or wrapped state dict) or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"weights file is empty: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            raise CheckpointError(f"{path}: refused — the pickle holds objects other than tensors "
+                                  f"(loading it could run code)") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:  # torch's unpickler raises anything from EOFError to IndexError on garbage
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
+    return _unwrap(obj, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(obj, dict) and not _all_tensors(obj):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, dict) or not obj or not _all_tensors(obj):
+        raise CheckpointError(f"{path}: not a model checkpoint (expected a state dict of tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _all_tensors(d: dict) -> bool:
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
+
+
+def _drop_official_alias(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    alias, target = _ALIAS_PREFIX
+    if any(k.startswith(alias) for k in expected):
+        return state
+    out = {}
+    for key, value in state.items():
+        if key.startswith(alias):
+            twin = state.get(target + key[len(alias):])
+            if twin is not None and twin.shape == value.shape and torch.equal(twin, value):
+                continue  # identical alias of layer_5.0.*: nothing to load
+        out[key] = value
+    return out
+
+
+def _summary(label: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:3]) + (f", … (+{len(keys) - 3})" if len(keys) > 3 else "")
+    return f"{len(keys)} {label} ({shown})"
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Strictly load ``path`` into ``model``; one clear :class:`CheckpointError` on any mismatch."""
+    expected = model.state_dict()
+    state = _drop_official_alias(read_state_dict(path), set(expected))
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
+                 if k in state and state[k].shape != v.shape]
+    if missing or unexpected or misshaped:
+        name = getattr(model, "model_name", type(model).__name__)
+        parts = [_summary(label, keys) for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+        raise CheckpointError(f"{path} does not fit {name}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    return model
