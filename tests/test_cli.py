@@ -1,22 +1,11 @@
 """The installed command-line entry points."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
-
-def _script(name: str) -> str | None:
-    """The console script installed beside this interpreter (a venv's bin/), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else shutil.which(name)
+from helpers import run_cli
 
 
 def _run(*args):
-    exe = _script("edgeformer-export")
-    assert exe, "edgeformer-export is not installed (pip install -e '.[export,dev]')"
-    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+    return run_cli("edgeformer-export", *args)
 
 
 def test_help():

@@ -1,0 +1,221 @@
+"""Lowering: swap the training-form modules for their static deploy form for one input size
+(think timm's ``reparameterize_model``).  Every step is an exact rewrite:
+
+* each GCC becomes slice + concat ("static" circular padding) + a depthwise ``Conv`` whose constant
+  H x 1 or 1 x W kernel is the meta kernel interpolated once, here, not in the graph (or, optionally,
+  the equivalent circulant MatMul);
+* the pre-norm BatchNorm before a circular convolution folds into its kernel — exact because circular
+  padding has no zero border that the BN shift would have reached;
+* the position embeddings and BN shifts become one constant bias map added after the second convolution
+  (the spatial path is affine, so that map is just the path evaluated at zero input);
+* every Conv+BN pair, and every BN directly in front of a 1x1 conv, folds into the conv; dropout goes.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..models.edgeformer import GCCBlock, OuterFrame, circular_conv
+from ..models.layers import ConvLayer
+
+
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """conv followed by bn -> one conv with bias."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = _clone_conv(conv, bias=True)
+    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    conv_bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_((conv_bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fold_bn_into_next_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+    """bn followed by a 1x1 (possibly grouped) conv -> one conv with bias (exact: no padding)."""
+    if conv.kernel_size != (1, 1):
+        raise ExportError("a BatchNorm folds into the next conv only when that conv is 1x1")
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    out_c, in_per_group = conv.weight.shape[:2]
+    group = torch.arange(out_c) // (out_c // conv.groups)
+    in_index = group[:, None] * in_per_group + torch.arange(in_per_group)[None, :]
+    fused = _clone_conv(conv, bias=True)
+    fused.weight.copy_(conv.weight * scale[in_index][..., None, None])
+    bias = conv.bias if conv.bias is not None else torch.zeros(out_c)
+    fused.bias.copy_(bias + (conv.weight[..., 0, 0] * shift[in_index]).sum(1))
+    return fused
+
+
+def _clone_conv(conv: nn.Conv2d, bias: bool) -> nn.Conv2d:
+    return nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     conv.dilation, conv.groups, bias=bias)
+
+
+class CircularPad(nn.Module):
+    """Static circular padding for a kernel as long as the axis: append the first n-1 rows/columns.
+
+    Exported as Slice + Concat with constant indices (no ``Pad(mode=wrap)``, which few runtimes support).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((x, x.narrow(self.dim, 0, x.shape[self.dim] - 1)), dim=self.dim)
+
+
+def circulant(kernel: torch.Tensor, left: bool) -> torch.Tensor:
+    """Per-channel circulant matrices (C, n, n) of a circular kernel (C, 1, n, 1) or (C, 1, 1, n).
+
+    ``left``:  y = M @ x  convolves along H:  y[h] = sum_k K[k] x[(h + k) % n]  ->  M[h, j] = K[(j - h) % n]
+    else:      y = x @ M  convolves along W:  M[j, w] = K[(j - w) % n]
+    """
+    k = kernel.reshape(kernel.shape[0], -1)
+    n = k.shape[1]
+    i = torch.arange(n)
+    index = (i[None, :] - i[:, None]) % n  # index[a, b] = (b - a) % n
+    return k[:, index] if left else k[:, index.T]
+
+
+class GCCSpatialConv(nn.Module):
+    """Both global circular convolutions of a GCC block as static-padded depthwise convolutions.
+
+    The official block convolves one channel half along H then W and the other along W then H. Convolutions
+    along different axes commute, so every channel is "H-conv then W-conv" with its own kernels: one
+    depthwise conv per axis over all channels — no split, no concat.
+    """
+
+    def __init__(self, kernel_h: torch.Tensor, kernel_w: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        channels, n = kernel_h.shape[0], kernel_h.shape[2]
+        self.pad_h, self.pad_w = CircularPad(2), CircularPad(3)
+        self.conv_h = nn.Conv2d(channels, channels, (n, 1), groups=channels, bias=False)
+        self.conv_w = nn.Conv2d(channels, channels, (1, n), groups=channels, bias=bias is not None)
+        self.conv_h.weight.copy_(kernel_h)
+        self.conv_w.weight.copy_(kernel_w)
+        if bias is not None:
+            self.conv_w.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_w(self.pad_w(self.conv_h(self.pad_h(x))))
+
+
+class GCCSpatialMatMul(nn.Module):
+    """The same computation as circulant matrix products: y = L @ x @ R (no padding copies at all)."""
+
+    def __init__(self, kernel_h: torch.Tensor, kernel_w: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.register_buffer("left", circulant(kernel_h, left=True).contiguous())
+        self.register_buffer("right", circulant(kernel_w, left=False).contiguous())
+        self.register_buffer("bias", None if bias is None else bias.reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.matmul(torch.matmul(self.left, x), self.right)
+        return y if self.bias is None else y + self.bias
+
+
+GCC_FORMULATIONS = {"conv": GCCSpatialConv, "matmul": GCCSpatialMatMul}
+
+
+class LoweredGCCBlock(nn.Module):
+    """Deploy form of :class:`GCCBlock` for a fixed ``size`` x ``size`` feature map."""
+
+    def __init__(self, block: GCCBlock, size: int, formulation: str = "conv"):
+        super().__init__()
+        k_1h, k_1w, k_2h, k_2w = block.instance_kernels(size)
+        s_1, s_2 = (bn.weight / torch.sqrt(bn.running_var + bn.eps) for bn in (block.pre_Norm_1, block.pre_Norm_2))
+        # Channel half 1: H with k_1h (pre-norm scale folded in) then W with k_2w; half 2: W with k_1w (scaled)
+        # then H with k_2h. Reordered as H then W for every channel.
+        kernel_h = torch.cat((k_1h * s_1.reshape(-1, 1, 1, 1), k_2h))
+        kernel_w = torch.cat((k_2w, k_1w * s_2.reshape(-1, 1, 1, 1)))
+        bias_map = self._spatial_path_at_zero(block, size)  # (1, 2*dim, size, size)
+        # Without position embeddings the constant term is one value per channel: a plain conv bias.
+        spread = (bias_map.amax(dim=(2, 3)) - bias_map.amin(dim=(2, 3))).abs().max()
+        constant = not block.use_pe and bool(spread <= 1e-6 * (1 + bias_map.abs().max()))
+        self.spatial = GCC_FORMULATIONS[formulation](kernel_h, kernel_w, bias_map[0, :, 0, 0] if constant else None)
+        self.register_buffer("bias_map", None if constant else bias_map.clone())
+        ffn = block.ffn
+        self.ffn = nn.Sequential(fold_bn_into_next_conv(ffn[0], ffn[1]), ffn[2], ffn[4])
+        fc = block.ca.fc
+        self.ca_pool = block.ca.gap
+        self.ca_fc = nn.Sequential(fuse_conv_bn(fc[0], fc[1]), fc[2], fuse_conv_bn(fc[3], fc[4]), fc[5])
+
+    @staticmethod
+    def _spatial_path_at_zero(block: GCCBlock, size: int) -> torch.Tensor:
+        """The affine spatial path's constant term: the official computation on a zero input."""
+        k_1h, k_1w, k_2h, k_2w = block.instance_kernels(size)
+        zero = torch.zeros(1, block.dim, size, size)
+        y_1, y_2 = zero, zero
+        if block.use_pe:
+            pe_1h, pe_1w, pe_2h, pe_2w = block.instance_pes(size)
+            y_1, y_2 = y_1 + pe_1h, y_2 + pe_1w
+        y_1, y_2 = circular_conv(block.pre_Norm_1(y_1), k_1h, 2), circular_conv(block.pre_Norm_2(y_2), k_1w, 3)
+        if block.use_pe:
+            y_1, y_2 = y_1 + pe_2w, y_2 + pe_2h
+        return torch.cat((circular_conv(y_1, k_2w, 3), circular_conv(y_2, k_2h, 2)), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x + self.spatial(x)
+        if self.bias_map is not None:
+            out = out + self.bias_map
+        y = self.ffn(out)
+        return out + y * self.ca_fc(self.ca_pool(y))
+
+
+def _lower_conv_layer(layer: ConvLayer) -> nn.Module:
+    block = layer.block
+    conv = fuse_conv_bn(block.conv, block.norm) if hasattr(block, "norm") else block.conv
+    return nn.Sequential(conv, block.act) if hasattr(block, "act") else conv
+
+
+def _lower_outer_frame(frame: OuterFrame) -> None:
+    """Fold the BatchNorm closing the GCC stack into the 1x1 channel-adaptive conv after it."""
+    final_bn = frame.spatial_global_rep[-1]
+    if isinstance(final_bn, nn.BatchNorm2d):
+        conv = frame.channel_adaptive.block.conv
+        frame.channel_adaptive.block.conv = fold_bn_into_next_conv(final_bn, conv)
+        frame.spatial_global_rep[-1] = nn.Identity()
+
+
+def gcc_feature_sizes(model: nn.Module, imgsz: int) -> dict[GCCBlock, int]:
+    """Feature-map size seen by every GCC block at ``imgsz`` (one dry forward pass with hooks)."""
+    sizes: dict[GCCBlock, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: sizes.__setitem__(mod, args[0].shape[2]))
+             for m in model.modules() if isinstance(m, GCCBlock)]
+    try:
+        model(torch.zeros(1, 3, imgsz, imgsz))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
+@torch.no_grad()
+def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv") -> nn.Module:
+    """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
+
+    ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
+    convolutions) or ``matmul`` (circulant matrix products); both compute the same thing.
+    """
+    if gcc not in GCC_FORMULATIONS:
+        raise ExportError(f"unknown GCC formulation {gcc!r}; choose one of: {', '.join(GCC_FORMULATIONS)}")
+    model = copy.deepcopy(model).eval()
+    sizes = gcc_feature_sizes(model, imgsz)
+    for frame in [m for m in model.modules() if isinstance(m, OuterFrame)]:
+        _lower_outer_frame(frame)
+    _replace(model, lambda m: LoweredGCCBlock(m, sizes[m], gcc) if isinstance(m, GCCBlock) else None)
+    _replace(model, lambda m: _lower_conv_layer(m) if isinstance(m, ConvLayer) else None)
+    _replace(model, lambda m: nn.Identity() if isinstance(m, nn.Dropout) else None)
+    return model
+
+
+def _replace(module: nn.Module, swap) -> None:
+    for name, child in module.named_children():
+        new = swap(child)
+        if new is not None:
+            setattr(module, name, new)
+        else:
+            _replace(child, swap)

@@ -1,0 +1,69 @@
+"""The JSON manifest written beside every artifact; the runtime reads it to know the input contract."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from .. import __version__
+
+MANIFEST_VERSION = 1
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    versions = {"edgeformer_deploy": __version__, "python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def preprocess_contract(imgsz: int) -> dict:
+    """ml-cvnets evaluation: RGB, short side -> imgsz+32 (bilinear), center crop, [0, 1], no mean/std."""
+    return {"resize": imgsz + 32, "crop": imgsz, "interpolation": "bilinear", "scale": 1 / 255,
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "RGB"}
+
+
+def build_manifest(*, model: str, variant: str, fmt: str, artifact: Path, input_spec: dict, output_spec: dict,
+                   imgsz: int, num_classes: int, params: int, macs: int, ops: dict[str, int], parity: dict | None,
+                   weights: dict | None, versions: dict[str, str], extra: dict | None = None) -> dict:
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "model": model,
+        "variant": variant,
+        "format": fmt,
+        "file": artifact.name,
+        "size_bytes": artifact.stat().st_size,
+        "sha256": sha256(artifact),
+        "input": input_spec,
+        "output": output_spec,
+        "imgsz": imgsz,
+        "preprocess": preprocess_contract(imgsz),
+        "num_classes": num_classes,
+        "params": params,
+        "macs": macs,
+        "ops": ops,
+        "parity": parity,
+        "weights": weights,
+        "versions": versions,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    manifest.update(extra or {})
+    return manifest
+
+
+def write_manifest(manifest: dict, path: Path) -> None:
+    path.write_text(json.dumps(manifest, indent=2) + "\n")

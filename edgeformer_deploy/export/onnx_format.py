@@ -1,0 +1,81 @@
+"""ONNX: the lowered model through torch's exporter, simplified with onnxsim, checked with onnx.checker."""
+from __future__ import annotations
+
+import collections
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..runtime.onnx_backend import create_session
+
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def export_onnx(model: nn.Module, path: Path, imgsz: int, batch: int = 1, dynamic_batch: bool = False,
+                opset: int = 17, exporter: str = "legacy") -> None:
+    """Write a self-contained, simplified ``.onnx`` of ``model`` (already lowered) to ``path``."""
+    import onnx
+    import onnxsim
+
+    example = torch.zeros(batch, 3, imgsz, imgsz)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about constant shapes are the point here
+        if exporter == "legacy":
+            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
+        else:
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            shapes = ({"x": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None)
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes=shapes, verbose=False)
+            program.save(str(path), external_data=False)
+    proto = onnx.load(str(path))
+    simplified, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise ExportError("onnxsim could not validate the simplified graph")
+    simplified.producer_name = "edgeformer-deploy"
+    onnx.checker.check_model(simplified, full_check=True)
+    onnx.save(simplified, str(path))
+
+
+def op_census(path: Path) -> dict[str, int]:
+    """op type -> count over the whole graph (subgraphs included)."""
+    import onnx
+
+    counts: collections.Counter[str] = collections.Counter()
+
+    def visit(graph):
+        for node in graph.node:
+            counts[node.op_type] += 1
+            for attr in node.attribute:
+                if attr.g is not None:
+                    visit(attr.g)
+
+    visit(onnx.load(str(path), load_external_data=False).graph)
+    return dict(sorted(counts.items()))
+
+
+def onnx_runner(path: Path, batch: int | None):
+    """Callable NCHW float32 batch -> logits, through onnxruntime (fixed-batch artifacts run chunked)."""
+    session = create_session(path, threads=None)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if batch is None:
+            return session.run(None, {INPUT_NAME: x})[0]
+        outputs = []
+        for start in range(0, len(x), batch):
+            chunk = x[start:start + batch]
+            pad = batch - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+            outputs.append(session.run(None, {INPUT_NAME: chunk})[0][: batch - pad])
+        return np.concatenate(outputs)
+
+    return run

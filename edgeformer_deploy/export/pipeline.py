@@ -1,0 +1,181 @@
+"""One export: build -> lower -> ONNX -> (format conversion) -> verify -> manifest, all or nothing.
+
+Everything is written into a staging folder inside the output folder and moved into place only once
+the artifact passed its checks, so a failed export leaves no partial file behind.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ExportError
+from .formats import FORMATS
+
+MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC/MobileViT blocks
+# Shape arithmetic and dynamic ops a lowered EdgeFormer graph must not contain.
+FORBIDDEN_EDGEFORMER_OPS = ("Resize", "Shape", "Gather", "Expand", "Where", "ConstantOfShape",
+                            "BatchNormalization")
+ONNX_MAX_ABS, ONNX_MIN_COSINE = 1e-4, 0.99999
+
+
+@dataclass
+class ExportJob:
+    model: str = "edgeformer_s"
+    weights: Path | None = None
+    fmt: str = "onnx"
+    imgsz: int = 256
+    output: Path = Path("exports")
+    batch: int = 1
+    dynamic_batch: bool = False
+    opset: int = 17
+    exporter: str = "legacy"
+    gcc: str | None = None  # GCC formulation; None = the format's measured default
+    verify: bool = True
+
+    @property
+    def gcc_formulation(self) -> str:
+        return self.gcc or FORMATS[self.fmt].gcc_default
+
+    @property
+    def stem(self) -> str:
+        return f"{self.model}_{self.imgsz}"
+
+
+def validate(job: ExportJob) -> None:
+    """Every check that needs no model, so bad input fails fast with one line."""
+    from ..models import list_models
+
+    if job.model not in list_models():
+        raise ExportError(f"unknown model {job.model!r}; choose one of: {', '.join(list_models())}")
+    if job.fmt not in FORMATS:
+        raise ExportError(f"unknown format {job.fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if job.gcc not in (None, "conv", "matmul"):
+        raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose conv or matmul")
+    if job.imgsz < MIN_IMGSZ or job.imgsz % 32:
+        raise ExportError(f"--imgsz must be a multiple of 32 and at least {MIN_IMGSZ} (got {job.imgsz})")
+    if job.exporter == "dynamo" and job.opset < 18:
+        raise ExportError(f"the dynamo exporter writes opset 18 or newer (got --opset {job.opset})")
+    if job.batch < 1:
+        raise ExportError(f"--batch must be at least 1 (got {job.batch})")
+    if job.weights is not None and not Path(job.weights).is_file():
+        raise ExportError(f"weights file not found: {job.weights}")
+    needed = FORMATS[job.fmt].requires + (("onnxscript",) if job.exporter == "dynamo" else ())
+    missing = [name for name in needed if not _importable(name)]
+    if missing:
+        raise ExportError(f"missing {', '.join(missing)} — install the export extra: "
+                          f"pip install torch==2.13.0 'edgeformer-deploy[export]'")
+    _check_output_dir(Path(job.output))
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def _check_output_dir(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"output path {output} is an existing file, not a folder")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create output folder {output}: {exc.strerror}") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise ExportError(f"output folder {output} is not writable")
+
+
+def forbidden_ops(model: str, ops: dict[str, int], onnx_path: Path) -> list[str]:
+    import onnx
+
+    bad = [op for op in ("BatchNormalization",) if op in ops]
+    if model.startswith("edgeformer"):
+        bad = [op for op in FORBIDDEN_EDGEFORMER_OPS if op in ops]
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        if any(n.op_type == "Pad" and any(a.name == "mode" and a.s == b"wrap" for a in n.attribute)
+               for n in graph.node):
+            bad.append("Pad(wrap)")
+    return bad
+
+
+def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
+    """Run ``job``; returns the artifact path. Raises :class:`ExportError` / ``CheckpointError``."""
+    import torch
+
+    from ..models import count_macs, count_params, create_model
+    from .lowering import lower_model
+    from .manifest import build_manifest, package_versions, sha256, write_manifest
+    from .onnx_format import INPUT_NAME, OUTPUT_NAME, export_onnx, op_census
+    from .verify import check_parity
+
+    output = Path(job.output)
+    created = not output.exists()
+    validate(job)
+    fmt = FORMATS[job.fmt]
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix=".edgeformer-export-", dir=output))
+    finished = False
+    try:
+        torch.manual_seed(0)  # reproducible random weights when none are given
+        model = create_model(job.model, weights=job.weights).eval()
+        log(f"lowering {job.model} for {job.imgsz}x{job.imgsz} (GCC as {job.gcc_formulation})")
+        lowered = lower_model(model, job.imgsz, job.gcc_formulation)
+        onnx_path = staging / f"{job.stem}.onnx"
+        log(f"exporting ONNX (opset {job.opset}, {job.exporter} exporter)")
+        export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter)
+        ops = op_census(onnx_path)
+        bad = forbidden_ops(job.model, ops, onnx_path)
+        if bad:
+            raise ExportError(f"lowered graph still contains {', '.join(bad)}")
+        artifact, extra = onnx_path, {}
+        if fmt.build is not None:
+            artifact, extra = fmt.build(job, onnx_path, staging, log)
+        parity = None
+        if job.verify:
+            log("verifying against the un-lowered PyTorch model")
+            result = check_parity(model, fmt.runner(artifact, job), job.imgsz)
+            parity = result.as_dict()
+            limits = extra.pop("parity_limits", {"max_abs": ONNX_MAX_ABS, "cosine": ONNX_MIN_COSINE})
+            parity["limits"] = limits
+            if result.max_abs > limits.get("max_abs", float("inf")) or result.cosine < limits["cosine"]:
+                raise ExportError(f"verification failed: max-abs {result.max_abs:.3g} (limit "
+                                  f"{limits.get('max_abs', 'none')}), cosine {result.cosine:.7f} "
+                                  f"(limit {limits['cosine']}) — no artifact written")
+        batch = "batch" if job.dynamic_batch else job.batch
+        layout = fmt.input_layout
+        shape = [batch, 3, job.imgsz, job.imgsz] if layout == "NCHW" else [batch, job.imgsz, job.imgsz, 3]
+        input_spec = extra.pop("input", {"name": INPUT_NAME, "shape": shape, "layout": layout, "dtype": "float32"})
+        output_spec = extra.pop("output", {"name": OUTPUT_NAME, "shape": [batch, _num_classes(model)],
+                                           "dtype": "float32"})
+        weights = ({"file": Path(job.weights).name, "sha256": sha256(Path(job.weights))} if job.weights
+                   else {"file": None, "random": True})
+        manifest = build_manifest(
+            model=job.model, variant=job.model.split("_", 1)[1], fmt=job.fmt, artifact=artifact,
+            input_spec=input_spec, output_spec=output_spec, imgsz=job.imgsz, num_classes=_num_classes(model),
+            params=count_params(model), macs=count_macs(model, job.imgsz),
+            ops=extra.pop("ops", ops), parity=parity, weights=weights,
+            versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *extra.pop("versions", ())),
+            extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
+                   "export_seconds": round(time.perf_counter() - started, 2), **extra})
+        manifest_path = staging / f"{artifact.stem}.json"
+        write_manifest(manifest, manifest_path)
+        final = output / artifact.name
+        os.replace(artifact, final)
+        os.replace(manifest_path, output / manifest_path.name)
+        finished = True
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not finished and not any(output.iterdir()):
+            output.rmdir()  # leave the file system as we found it
+
+
+def _num_classes(model) -> int:
+    return model.classifier.fc.out_features

@@ -1,0 +1,39 @@
+"""Shared test helpers (not fixtures): running console scripts, making random models non-trivial."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def script(name: str) -> str:
+    """The console script installed beside this interpreter (a venv's bin/), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    assert found, f"{name} is not installed (pip install -e '.[export,dev]')"
+    return found
+
+
+def run_cli(name: str, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([script(name), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@torch.no_grad()
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters, and scale the classifier, so a
+    randomly initialised model has O(1) logits that really depend on BN folding being right."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+    model.classifier.fc.weight.mul_(25)
+    return model.eval()

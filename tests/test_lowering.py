@@ -1,0 +1,74 @@
+"""The lowering pass on its own: exact, static, and free of what it promises to remove."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgeformer_deploy.export.lowering import (GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock, circulant,
+                                               lower_model)
+from edgeformer_deploy.models import GCCBlock, create_model
+from edgeformer_deploy.models.edgeformer import circular_conv
+from helpers import randomize_norms
+
+FORMULATIONS = ["conv", "matmul"]
+
+
+@pytest.fixture(scope="module")
+def official_io(official_dir):
+    return {name: (create_model(name, weights=official_dir / f"{name}.pt"),
+                   torch.load(official_dir / f"{name}_io.pt", weights_only=True))
+            for name in ("edgeformer_s", "mobilevit_s")}
+
+
+@pytest.mark.parametrize("gcc", FORMULATIONS)
+@pytest.mark.parametrize("name", ["edgeformer_s", "mobilevit_s"])
+@pytest.mark.parametrize("imgsz", [256, 224])
+def test_lowered_model_reproduces_official_logits(official_io, name, imgsz, gcc):
+    model, io = official_io[name]
+    with torch.no_grad():
+        logits = lower_model(model, imgsz, gcc)(io[f"input_{imgsz}"])
+    assert (logits - io[f"logits_{imgsz}"]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("gcc", FORMULATIONS)
+@pytest.mark.parametrize("name", ["edgeformer_xs", "edgeformer_h", "mobilevit_xxs"])
+def test_lowering_is_exact_for_other_variants(name, gcc):
+    torch.manual_seed(0)
+    model = randomize_norms(create_model(name))
+    x = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        reference, lowered = model(x), lower_model(model, 256, gcc)(x)
+    assert reference.abs().max() > 0.5  # logits large enough for the comparison to mean something
+    assert ((lowered - reference).abs().max() / reference.abs().max()).item() < 1e-5
+
+
+@pytest.mark.parametrize("gcc", FORMULATIONS)
+def test_lowered_structure(gcc):
+    model = create_model("edgeformer_s")
+    lowered = lower_model(model, 224, gcc)
+    kinds = {type(m) for m in lowered.modules()}
+    assert not kinds & {nn.BatchNorm2d, nn.Dropout, GCCBlock}
+    blocks = [m for m in lowered.modules() if isinstance(m, LoweredGCCBlock)]
+    assert len(blocks) == 2 + 4 + 3
+    # 224 / 8 = 28: instance kernels are resized from the 32/16/8 meta kernels once, at lowering time
+    first = blocks[0].spatial
+    if gcc == "conv":
+        assert isinstance(first, GCCSpatialConv)
+        assert first.conv_h.weight.shape == (192, 1, 28, 1) and first.conv_w.weight.shape == (192, 1, 1, 28)
+    else:
+        assert isinstance(first, GCCSpatialMatMul) and first.left.shape == (192, 28, 28)
+    # position embeddings only in the first block of a stage: a bias map there, a plain bias elsewhere
+    assert blocks[0].bias_map.shape == (1, 192, 28, 28) and blocks[1].bias_map is None
+    assert any(isinstance(m, GCCBlock) for m in model.modules())  # the original is untouched
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_circulant_matrix_is_the_circular_convolution(dim):
+    torch.manual_seed(1)
+    x = torch.randn(1, 5, 7, 7)
+    kernel = torch.randn(5, 1, 7, 1) if dim == 2 else torch.randn(5, 1, 1, 7)
+    expected = circular_conv(x, kernel, dim)
+    matrix = circulant(kernel, left=dim == 2)
+    got = torch.matmul(matrix, x) if dim == 2 else torch.matmul(x, matrix)
+    assert torch.allclose(got, expected, atol=1e-5)
