@@ -14,3 +14,23 @@ def official_dir() -> Path:
     if not (OFFICIAL / "edgeformer_s.pt").is_file():
         pytest.fail(f"official fixtures not found in {OFFICIAL} (set EDGEFORMER_FIXTURES)")
     return OFFICIAL
+
+
+@pytest.fixture(scope="session")
+def tflite_artifacts(tmp_path_factory, official_dir):
+    """EdgeFormer-S and MobileViT-S (official-code weights) as TFLite fp32 and int8, exported once per session
+    through the CLI; int8 calibrated on a folder of real photos (the shipped samples)."""
+    from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
+
+    from helpers import run_cli
+
+    out = tmp_path_factory.mktemp("tflite")
+    artifacts = {}
+    for name in ("edgeformer_s", "mobilevit_s"):
+        for precision, flags in (("fp32", []), ("int8", ["--int8", "--data", SAMPLES_DIR])):
+            result = run_cli("edgeformer-export", "--model", name, "--weights", official_dir / f"{name}.pt",
+                             "--format", "tflite", "--output", out, *flags, timeout=1200, offline=True)
+            assert result.returncode == 0, result.stderr
+            suffix = "" if precision == "fp32" else "_int8"
+            artifacts[(name, precision)] = out / f"{name}_256{suffix}.tflite"
+    return artifacts

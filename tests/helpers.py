@@ -18,9 +18,18 @@ def script(name: str) -> str:
     return found
 
 
-def run_cli(name: str, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([script(name), *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+def _can_unshare_network() -> bool:
+    unshare = shutil.which("unshare")
+    return bool(unshare) and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0
+
+
+def run_cli(name: str, *args, env=None, timeout=600, offline=False) -> subprocess.CompletedProcess:
+    """Run an installed console script; ``offline`` runs it in a network namespace with no interfaces up
+    (where the machine allows it), proving that nothing downloads at run time."""
+    command = [script(name), *map(str, args)]
+    if offline and _can_unshare_network():
+        command = ["unshare", "-n", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @torch.no_grad()

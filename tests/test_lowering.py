@@ -55,7 +55,8 @@ def test_lowered_structure(gcc):
     first = blocks[0].spatial
     if gcc == "conv":
         assert isinstance(first, GCCSpatialConv)
-        assert first.conv_h.weight.shape == (192, 1, 28, 1) and first.conv_w.weight.shape == (192, 1, 1, 28)
+        assert first.along_h.convs[0].weight.shape == (192, 1, 28, 1)
+        assert first.along_w.convs[0].weight.shape == (192, 1, 1, 28)
     else:
         assert isinstance(first, GCCSpatialMatMul) and first.left.shape == (192, 28, 28)
     # position embeddings only in the first block of a stage: a bias map there, a plain bias elsewhere

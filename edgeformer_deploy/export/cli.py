@@ -37,7 +37,7 @@ def _log(message: str) -> None:
               help="Registered model (see `edgeformer-export models`).")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (.pt/.pth state dict or .safetensors). Without it the weights are random.")
-@click.option("--format", "fmt", default="onnx", show_default=True, help="Export format: onnx.")
+@click.option("--format", "fmt", default="onnx", show_default=True, help="Export format: onnx or tflite.")
 @click.option("--imgsz", default=256, show_default=True, type=int, help="Square input size, a multiple of 32.")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("exports"), show_default=True,
               help="Output folder; the artifact is <model>_<imgsz>.<ext> with a .json manifest beside it.")
@@ -49,10 +49,19 @@ def _log(message: str) -> None:
               help="torch.onnx exporter; legacy gives the cleanest graph once kernels are static.")
 @click.option("--gcc", type=click.Choice(["conv", "matmul"]), default=None,
               help="GCC formulation: static-padded depthwise conv or circulant MatMul (default: per format).")
+@click.option("--gcc-taps", type=int, default=None,
+              help="Cut depthwise GCC kernels into chunks of at most N taps (0: no split; default: per format).")
+@click.option("--half", is_flag=True, help="TFLite: fp16 weights (<model>_<imgsz>_fp16.tflite).")
+@click.option("--int8", is_flag=True, help="Full-integer int8 (<model>_<imgsz>_int8.tflite), calibrated on --data.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Folder of JPEG/PNG calibration images for --int8 (default: the few shipped sample photos).")
+@click.option("--min-cosine", type=float, default=None,
+              help="Override the cosine gate (defaults: onnx/fp32 0.99999, fp16 0.9999, int8 0.99).")
 @click.option("--no-verify", is_flag=True, help="Skip the parity gate against the PyTorch model.")
+@click.option("--verbose", is_flag=True, help="Keep the converter logs beside the output.")
 @click.pass_context
 def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dynamic_batch, opset, exporter,
-         gcc, no_verify) -> None:
+         gcc, gcc_taps, half, int8, data, min_cosine, no_verify, verbose) -> None:
     """Export EdgeFormer / MobileViT to a deployable format, verified against PyTorch.
 
     \b
@@ -67,8 +76,8 @@ def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dyn
         _log("warning: no --weights given — exporting RANDOM weights (fine for testing the toolchain, "
              "useless for predictions)")
     job = ExportJob(model=model_name, weights=weights, fmt=fmt, imgsz=imgsz, output=output, batch=batch,
-                    dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, gcc=gcc,
-                    verify=not no_verify)
+                    dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, gcc=gcc, gcc_taps=gcc_taps,
+                    verify=not no_verify, half=half, int8=int8, data=data, min_cosine=min_cosine, verbose=verbose)
     artifact = run_export(job, log=_log)
     import json
 
@@ -78,6 +87,49 @@ def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dyn
                f"top-1 agreement {parity['top1_agreement']:.0%}" if parity else "not verified")
     _log(f"wrote {artifact} ({manifest['size_bytes'] / 1e6:.1f} MB) in {manifest['export_seconds']:.1f} s; "
          f"parity: {summary}")
+
+
+@main.group("env")
+def env_group() -> None:
+    """Managed converter environments (onnx2tf/TensorFlow, tflite-runtime, …)."""
+
+
+@env_group.command("list")
+def env_list() -> None:
+    """Show the converter environments, their state and location ($EDGEFORMER_ENVS)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .converter_env import describe_envs
+
+    table = Table(title="converter environments")
+    for column in ("name", "state", "path", "purpose"):
+        table.add_column(column)
+    for row in describe_envs():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@env_group.command("create")
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Re-create even if it is ready.")
+def env_create(names, force) -> None:
+    """Create environments ahead of time (all when no NAME is given)."""
+    from .converter_env import ENVS, create_env
+
+    for name in names or tuple(ENVS):
+        env = create_env(name, _log, force=force)
+        _log(f"{name}: ready in {env.path}")
+
+
+@env_group.command("remove")
+@click.argument("names", nargs=-1, required=True)
+def env_remove(names) -> None:
+    """Delete environments."""
+    from .converter_env import remove_env
+
+    for name in names:
+        _log(f"{name}: {'removed' if remove_env(name) else 'was not there'}")
 
 
 @main.command("models")

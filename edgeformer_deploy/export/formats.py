@@ -19,6 +19,8 @@ class ExportFormat:
     runner: Callable[..., Callable[[np.ndarray], np.ndarray]]
     input_layout: str = "NCHW"
     gcc_default: str = "conv"  # GCC formulation, chosen per format by measurement (BENCHMARKS.md)
+    gcc_taps_default: int | None = None  # cut depthwise GCC kernels into chunks of at most this many taps
+    static_batch_only: bool = False
     requires: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -28,8 +30,26 @@ def _onnx_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
     return onnx_runner(path, None if job.dynamic_batch else job.batch)
 
 
+def _tflite_build(job, onnx_path, staging, log):
+    from .tflite_format import build
+
+    return build(job, onnx_path, staging, log)
+
+
+def _tflite_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
+    from .tflite_format import tflite_runner
+
+    return tflite_runner(path, job)
+
+
 FORMATS: dict[str, ExportFormat] = {
     "onnx": ExportFormat("onnx", ".onnx", "ONNX (lowered, static shapes) for onnxruntime", build=None,
                          runner=_onnx_runner, requires=("onnx", "onnxruntime", "onnxsim"),
                          gcc_default="matmul"),  # circulant MatMul measured faster in onnxruntime
+    # Every GCC is a DEPTHWISE_CONV_2D in TFLite, cut into <=16-tap chunks: XNNPACK's static depthwise conv
+    # falls off a cliff above ~25 taps (32 taps: 10.4 ms, 16 taps: 0.32 ms for the same layer; BENCHMARKS.md).
+    "tflite": ExportFormat("tflite", ".tflite", "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
+                           build=_tflite_build, runner=_tflite_runner, input_layout="NHWC",
+                           requires=("onnx", "onnxruntime", "onnxsim"), gcc_default="conv", gcc_taps_default=16,
+                           static_batch_only=True),
 }

@@ -41,6 +41,9 @@ def export_onnx(model: nn.Module, path: Path, imgsz: int, batch: int = 1, dynami
     if not ok:
         raise ExportError("onnxsim could not validate the simplified graph")
     simplified.producer_name = "edgeformer-deploy"
+    for node in simplified.graph.node:
+        # torch names nodes "/layer_3/…"; TensorFlow (onnx2tf) rejects op names starting with "/".
+        node.name = node.name.lstrip("/")
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, str(path))
 

@@ -36,11 +36,22 @@ class ExportJob:
     opset: int = 17
     exporter: str = "legacy"
     gcc: str | None = None  # GCC formulation; None = the format's measured default
+    gcc_taps: int | None = None  # max taps per depthwise GCC conv; None = the format's default, 0 = no split
     verify: bool = True
+    half: bool = False
+    int8: bool = False
+    data: Path | None = None  # int8 calibration images
+    min_cosine: float | None = None  # overrides the format's cosine gate
+    verbose: bool = False
 
     @property
     def gcc_formulation(self) -> str:
         return self.gcc or FORMATS[self.fmt].gcc_default
+
+    @property
+    def gcc_max_taps(self) -> int | None:
+        taps = FORMATS[self.fmt].gcc_taps_default if self.gcc_taps is None else self.gcc_taps
+        return taps or None
 
     @property
     def stem(self) -> str:
@@ -63,6 +74,18 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"the dynamo exporter writes opset 18 or newer (got --opset {job.opset})")
     if job.batch < 1:
         raise ExportError(f"--batch must be at least 1 (got {job.batch})")
+    if job.gcc_taps is not None and job.gcc_taps < 0:
+        raise ExportError(f"--gcc-taps must be 0 (no split) or positive (got {job.gcc_taps})")
+    if FORMATS[job.fmt].static_batch_only and (job.batch != 1 or job.dynamic_batch):
+        raise ExportError(f"--format {job.fmt} exports batch 1 only")
+    if job.half and job.int8:
+        raise ExportError("--half and --int8 exclude each other")
+    if (job.half or job.int8) and job.fmt == "onnx":
+        raise ExportError("--half/--int8 apply to --format tflite (and rknn --int8), not onnx")
+    if job.data is not None:
+        from .tflite_format import calibration_images
+
+        calibration_images(job.data)  # refuse an empty or unreadable folder before any work
     if job.weights is not None and not Path(job.weights).is_file():
         raise ExportError(f"weights file not found: {job.weights}")
     needed = FORMATS[job.fmt].requires + (("onnxscript",) if job.exporter == "dynamo" else ())
@@ -125,8 +148,9 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
     try:
         torch.manual_seed(0)  # reproducible random weights when none are given
         model = create_model(job.model, weights=job.weights).eval()
-        log(f"lowering {job.model} for {job.imgsz}x{job.imgsz} (GCC as {job.gcc_formulation})")
-        lowered = lower_model(model, job.imgsz, job.gcc_formulation)
+        taps = f", at most {job.gcc_max_taps} taps" if job.gcc_max_taps and job.gcc_formulation == "conv" else ""
+        log(f"lowering {job.model} for {job.imgsz}x{job.imgsz} (GCC as {job.gcc_formulation}{taps})")
+        lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps)
         onnx_path = staging / f"{job.stem}.onnx"
         log(f"exporting ONNX (opset {job.opset}, {job.exporter} exporter)")
         export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter)
@@ -162,7 +186,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             params=count_params(model), macs=count_macs(model, job.imgsz),
             ops=extra.pop("ops", ops), parity=parity, weights=weights,
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *extra.pop("versions", ())),
-            extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
+            extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation, "gcc_max_taps": job.gcc_max_taps,
                    "export_seconds": round(time.perf_counter() - started, 2), **extra})
         manifest_path = staging / f"{artifact.stem}.json"
         write_manifest(manifest, manifest_path)

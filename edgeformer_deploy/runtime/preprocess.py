@@ -1,19 +1,28 @@
 """Image preprocessing of the official ml-cvnets evaluation, in numpy + Pillow only.
 
-RGB, resize the short side to ``resize`` (bilinear), center-crop ``crop`` x ``crop``, scale to [0, 1].
-Export verification uses this same code, so what is verified is what the board computes.
+The official EdgeFormer (ParC-Net, on ml-cvnets v0.1) evaluation transform is OpenCV based:
+short side to ``resize`` with ``cv2.INTER_LINEAR`` (long side ``int(resize * long / short)``, no
+resize when the short side already has that size), center crop ``crop`` x ``crop`` at
+``(h - crop) // 2``, RGB, scale to [0, 1], no mean/std. ``cv2.INTER_LINEAR`` samples at half-pixel
+centres with no antialiasing; Pillow's affine ``transform`` with BILINEAR does exactly that (measured:
+within 1 grey level of OpenCV, which rounds in fixed point), whereas ``Image.resize`` would
+antialias. Export verification uses this same code, so what is verified is what the board computes.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+_BILINEAR = Image.Resampling.BILINEAR  # Pillow >= 9.1
+_AFFINE = Image.Transform.AFFINE
 
 
 def sample_images() -> list[Path]:
@@ -28,14 +37,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16/32-bit grayscale: Pillow's convert() clips instead of scaling; keep the top 8 bits.
         array = np.asarray(image, dtype=np.uint32)
         shift = 8 if array.max(initial=0) > 255 else 0
-        image = Image.fromarray((array >> shift).clip(0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray((array >> shift).clip(0, 255).astype(np.uint8))
     elif image.mode == "F":
-        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image.convert("RGB")
+
+
+def read_image(path: Union[str, Path]) -> Image.Image:
+    """Open an image file as RGB; raises :class:`ImageError` with a one-line reason."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (Pillow cannot identify the file)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
 
 
 def load_image(source: ImageLike) -> Image.Image:
@@ -44,25 +72,58 @@ def load_image(source: ImageLike) -> Image.Image:
     if isinstance(source, np.ndarray):
         if source.ndim == 2:
             source = np.stack([source] * 3, axis=-1)
-        if source.dtype != np.uint8:
-            raise ValueError("numpy images must be uint8 HxW or HxWx3 (RGB)")
-        return Image.fromarray(source[..., :3])
-    with Image.open(source) as image:
-        image.load()
-        return to_rgb(image)
+        if source.dtype != np.uint8 or source.ndim != 3 or source.shape[-1] not in (3, 4):
+            raise ImageError("numpy images must be uint8 HxW, HxWx3 (RGB) or HxWx4 (RGBA)")
+        return to_rgb(Image.fromarray(np.ascontiguousarray(source)))
+    return read_image(source)
+
+
+def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
+    """ml-cvnets' ``_resize_fn`` for an int size: short side -> resize, long side truncated."""
+    if width < height:
+        return resize, int(resize * height / width)
+    return int(resize * width / height), resize
 
 
 def resize_crop(image: Image.Image, resize: int, crop: int) -> np.ndarray:
-    """Short side to ``resize`` (bilinear), center crop -> HxWx3 uint8."""
+    """Short side to ``resize`` (OpenCV-style bilinear), center crop -> crop x crop x 3 uint8."""
+    if resize < crop:
+        raise ValueError(f"resize ({resize}) must be at least the crop size ({crop})")
     width, height = image.size
-    scale = resize / min(width, height)
-    new_w, new_h = max(crop, round(width * scale)), max(crop, round(height * scale))
-    image = image.resize((new_w, new_h), Image.BILINEAR)
-    left, top = (new_w - crop) // 2, (new_h - crop) // 2
-    return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+    if min(width, height) != resize:  # ml-cvnets leaves an image whose short side fits untouched
+        new_w, new_h = resized_size(width, height, resize)
+        # output pixel centre (x + 0.5) maps to input (x + 0.5) * width / new_w, as in cv2.resize
+        image = image.transform((new_w, new_h), _AFFINE, (width / new_w, 0, 0, 0, height / new_h, 0),
+                                resample=_BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
+    top, left = (pixels.shape[0] - crop) // 2, (pixels.shape[1] - crop) // 2
+    return pixels[top:top + crop, left:left + crop]
 
 
-def preprocess(source: ImageLike, imgsz: int, resize: int | None = None) -> np.ndarray:
+def preprocess(source: ImageLike, imgsz: int, resize: Optional[int] = None) -> np.ndarray:
     """One image -> float32 NCHW [1, 3, imgsz, imgsz] in [0, 1] (the models' native input)."""
     pixels = resize_crop(load_image(source), resize or imgsz + 32, imgsz)
     return (pixels.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+
+
+def to_model_input(pixels: np.ndarray, layout: str, dtype: str, scale: Optional[float] = None,
+                   zero_point: Optional[int] = None) -> np.ndarray:
+    """NHWC uint8 crops -> the artifact's input tensor.
+
+    float32/float16: [0, 1] (identical arithmetic to :func:`preprocess`); uint8 without quantisation:
+    the raw pixels (RKNN normalises on the NPU); quantised int8/uint8: ``round(x / scale) + zero_point``
+    of the [0, 1] values, saturated, as TFLite's own quantiser does.
+    """
+    if dtype == "uint8" and scale is None:
+        tensor = np.ascontiguousarray(pixels, dtype=np.uint8)
+    else:
+        x = pixels.astype(np.float32) / 255.0
+        if scale is not None:
+            info = np.iinfo(dtype)
+            scaled = x / np.float32(scale)
+            # round half away from zero (std::round, TFLite's quantiser), not numpy's half-to-even
+            q = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + int(zero_point or 0)
+            tensor = np.clip(q, info.min, info.max).astype(dtype)
+        else:
+            tensor = x.astype(dtype, copy=False)
+    return np.ascontiguousarray(tensor.transpose(0, 3, 1, 2)) if layout == "NCHW" else tensor

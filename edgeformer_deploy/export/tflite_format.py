@@ -1,0 +1,146 @@
+"""TFLite (fp32 / fp16 / int8) from the lowered ONNX, with onnx2tf in its managed environment."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ExportError
+from ..runtime.preprocess import preprocess, sample_images
+from .converter_env import require_env, run_in_env
+
+WORKER = Path(__file__).resolve().parent / "workers" / "tflite_worker.py"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# Graph quality: a lowered EdgeFormer must be plain NHWC convolutions end to end.
+FORBIDDEN_PREFIXES = ("RESIZE_", "GATHER", "FLEX", "CUSTOM")
+LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999}, "fp16": {"cosine": 0.9999}, "int8": {"cosine": 0.99}}
+
+
+def precision(job) -> str:
+    return "int8" if job.int8 else "fp16" if job.half else "fp32"
+
+
+def calibration_images(data: Path | None) -> list[Path]:
+    """JPEG/PNG/… files of ``--data`` (sorted), or the shipped sample photos when no folder is given."""
+    if data is None:
+        return sample_images()
+    data = Path(data)
+    if not data.is_dir():
+        raise ExportError(f"--data {data} is not a folder of images")
+    try:
+        images = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except OSError as exc:
+        raise ExportError(f"--data {data} cannot be read: {exc.strerror}") from None
+    if not images:
+        raise ExportError(f"--data {data} holds no JPEG/PNG/BMP/WebP images")
+    return images
+
+
+def calibration_tensor(images: list[Path], imgsz: int) -> np.ndarray:
+    """float32 NHWC [n, H, W, 3] in [0, 1], preprocessed exactly like inference."""
+    batch = []
+    for image in images:
+        try:
+            batch.append(preprocess(image, imgsz)[0].transpose(1, 2, 0))
+        except Exception as exc:  # Pillow raises many types for broken files
+            raise ExportError(f"calibration image {image} cannot be read: {exc}") from None
+    return np.stack(batch).astype(np.float32)
+
+
+def _converter_versions() -> dict[str, str]:
+    lock = (Path(__file__).resolve().parent / "envs" / "tflite.txt").read_text().splitlines()
+    pins = dict(line.split("==", 1) for line in lock if "==" in line and not line.startswith("#"))
+    return {name: pins[name] for name in ("onnx2tf", "tensorflow", "ai-edge-litert") if name in pins}
+
+
+def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
+    env = require_env("tflite", log)
+    kind = precision(job)
+    images = calibration_images(job.data)
+    if kind == "int8" and job.data is None:
+        log(f"warning: no --data given — calibrating int8 on the {len(images)} shipped sample photos "
+            f"(fine for testing; use a few hundred of your own images)")
+    work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=staging))
+    calib = work / "calibration.npy"
+    np.save(calib, calibration_tensor(images, job.imgsz))
+    log(f"converting to TFLite {kind} with onnx2tf")
+    _run_worker(env, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
+                + (["--int8"] if kind == "int8" else []), work, job, "convert")
+    produced = json.loads((work / "converted.json").read_text())
+    suffix = "" if kind == "fp32" else f"_{kind}"
+    artifact = staging / f"{job.stem}{suffix}.tflite"
+    shutil.move(produced[kind], artifact)
+    report = inspect(artifact, job.imgsz, env, work, job)
+    bad = graph_problems(job.model, report)
+    if bad:
+        raise ExportError(f"TFLite graph is not clean: {'; '.join(bad)}")
+    limits = dict(LIMITS[kind])
+    if job.min_cosine is not None:
+        limits["cosine"] = job.min_cosine
+    extra = {
+        "ops": report["ops"],
+        "input": {**report["input"], "layout": "NHWC"},
+        "output": report["output"],
+        "parity_limits": limits,
+        "tflite": {"precision": kind, "converter": _converter_versions(),
+                   "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
+                   **({"calibration": {"images": len(images), "source": str(job.data) if job.data
+                                       else "shipped sample photos"}} if kind == "int8" else {})},
+    }
+    return artifact, extra
+
+
+def _run_worker(env, args: list[str], work: Path, job, what: str) -> None:
+    log_file = work / f"{what}.log"
+    try:
+        run_in_env(env, WORKER, args, cwd=work, log_file=log_file)
+    except ExportError as exc:
+        if job.verbose:
+            kept = Path(job.output) / f"{job.stem}.{what}.log"
+            shutil.copy(log_file, kept)
+            raise ExportError(f"{exc} (converter log: {kept})") from None
+        raise ExportError(f"{exc} (re-run with --verbose to keep the converter log)") from None
+    if job.verbose:
+        shutil.copy(log_file, Path(job.output) / f"{job.stem}.{what}.log")
+
+
+def inspect(artifact: Path, imgsz: int, env, work: Path, job) -> dict:
+    """Op census and I/O details of a .tflite, read by the interpreter itself."""
+    sample = work / "inspect_in.npy"
+    np.save(sample, np.zeros((1, 3, imgsz, imgsz), np.float32))
+    report = work / "report.json"
+    _run_worker(env, ["run", "--model", str(artifact), "--inputs", str(sample), "--out", str(work / "inspect_out.npy"),
+                      "--report", str(report)], work, job, "inspect")
+    return json.loads(report.read_text())
+
+
+def graph_problems(model: str, report: dict) -> list[str]:
+    problems = [op for op in report["ops"] if op.startswith(("FLEX", "CUSTOM"))]
+    if not model.startswith("edgeformer"):
+        return problems  # MobileViT's unfold/fold are transposes by design
+    sequence = report["op_sequence"]
+    transposes = [i for i, op in enumerate(sequence) if op == "TRANSPOSE"]
+    if transposes and transposes != [0]:
+        problems.append(f"{len(transposes)} TRANSPOSE op(s) inside the network")
+    problems += [op for op in report["ops"] if op.startswith(FORBIDDEN_PREFIXES) and op not in problems]
+    return problems
+
+
+def tflite_runner(path: Path, job, runtime: str | None = None, env_name: str = "tflite"):
+    """Callable NCHW float32 batch -> float logits, run by the interpreter in a managed environment."""
+    env = require_env(env_name)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            np.save(tmp / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
+            args = ["run", "--model", str(path), "--inputs", str(tmp / "x.npy"), "--out", str(tmp / "y.npy")]
+            run_in_env(env, WORKER, args + (["--runtime", runtime] if runtime else []), cwd=tmp,
+                       log_file=tmp / "run.log")
+            return np.load(tmp / "y.npy")
+
+    return run

@@ -1,0 +1,1 @@
+"""Scripts run *inside* the managed converter environments (they import nothing from this package)."""

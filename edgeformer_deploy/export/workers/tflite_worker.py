@@ -1,0 +1,154 @@
+"""Runs inside the managed ``tflite`` (or ``tflite-runtime``) environment; imports nothing from edgeformer_deploy.
+
+    python tflite_worker.py convert --onnx M.onnx --out DIR --calib CALIB.npy [--int8]
+    python tflite_worker.py run --model M.tflite --inputs X.npy --out Y.npy [--report R.json]
+
+Errors are reported as one ``WORKER-ERROR: …`` line and exit code 1.
+"""
+import argparse
+import collections
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+
+import numpy as np
+
+# onnx2tf's fallback downloads a calibration sample from the web; this toolchain must never touch the network.
+CALIBRATION_PLACEHOLDER = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def _no_network(*_args, **_kwargs):
+    raise OSError("network access is disabled in the edgeformer-deploy converter")
+
+
+def convert(args):
+    socket.socket.connect = _no_network
+    socket.create_connection = _no_network
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")  # onnxsim
+    calib = np.load(args.calib).astype(np.float32)  # NHWC [n, H, W, 3] in [0, 1], preprocessed like inference
+    import onnx2tf
+    import onnx2tf.onnx2tf as o2t
+
+    o2t.download_test_image_data = lambda: calib
+    work = tempfile.mkdtemp(dir=args.out)
+    try:
+        np.save(os.path.join(work, CALIBRATION_PLACEHOLDER), calib)  # the only file onnx2tf looks for
+        model = os.path.join(work, "model.onnx")
+        shutil.copy(args.onnx, model)  # onnx2tf rewrites its input in place
+        os.chdir(work)
+        kwargs = {}
+        if args.int8:
+            zeros, ones = np.zeros((1, 1, 1, 3), np.float32), np.ones((1, 1, 1, 3), np.float32)
+            kwargs = dict(output_integer_quantized_tflite=True,
+                          custom_input_op_name_np_data_path=[[args.input_name, args.calib, zeros, ones]],
+                          input_quant_dtype="int8", output_quant_dtype="int8")
+        onnx2tf.convert(input_onnx_file_path=model, output_folder_path=os.path.join(work, "out"),
+                        verbosity="warn", **kwargs)
+        produced = {"fp32": "model_float32.tflite", "fp16": "model_float16.tflite"}
+        if args.int8:
+            produced["int8"] = "model_full_integer_quant.tflite"
+        result = {}
+        for precision, name in produced.items():
+            source = os.path.join(work, "out", name)
+            if not os.path.exists(source):
+                raise RuntimeError(f"onnx2tf did not write {name}")
+            target = os.path.join(args.out, f"{precision}.tflite")
+            shutil.move(source, target)
+            result[precision] = target
+        with open(os.path.join(args.out, "converted.json"), "w") as fh:
+            json.dump(result, fh)
+    finally:
+        os.chdir(args.out)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _interpreter_class(preferred):
+    names = [preferred] if preferred else ["ai_edge_litert", "tflite_runtime"]
+    for name in names:
+        try:
+            if name == "ai_edge_litert":
+                from ai_edge_litert.interpreter import Interpreter
+            else:
+                from tflite_runtime.interpreter import Interpreter
+            return name, Interpreter
+        except ImportError:
+            continue
+    raise RuntimeError(f"none of {names} is importable")
+
+
+def _quant(detail):
+    scale, zero_point = detail["quantization"]
+    return {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
+
+
+def run(args):
+    runtime, Interpreter = _interpreter_class(args.runtime)
+    interpreter = Interpreter(model_path=args.model, num_threads=args.threads)  # XNNPACK by default
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    x = np.load(args.inputs).astype(np.float32).transpose(0, 2, 3, 1)  # NCHW -> NHWC
+    q_in, q_out = _quant(inp), _quant(out)
+    logits = []
+    for sample in x:
+        sample = sample[None]
+        if q_in:  # int8 input: quantise with the model's own scale / zero point
+            info = np.iinfo(inp["dtype"])
+            sample = np.clip(np.round(sample / q_in["scale"] + q_in["zero_point"]), info.min, info.max)
+        interpreter.set_tensor(inp["index"], sample.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"]).astype(np.float32)
+        if q_out:
+            y = (y - q_out["zero_point"]) * q_out["scale"]
+        logits.append(y.reshape(1, -1))
+    np.save(args.out, np.concatenate(logits))
+    if args.report:
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+        depthwise = [list(map(int, tensors[op["inputs"][1]]["shape"])) for op in ops
+                     if op["op_name"] == "DEPTHWISE_CONV_2D"]
+        report = {
+            "runtime": runtime,
+            "ops": dict(sorted(collections.Counter(op["op_name"] for op in ops).items())),
+            "op_sequence": [op["op_name"] for op in ops],
+            "depthwise_filters": depthwise,
+            "input": {"name": inp["name"], "shape": list(map(int, inp["shape"])), "dtype": np.dtype(inp["dtype"]).name,
+                      "quantization": q_in},
+            "output": {"name": out["name"], "shape": list(map(int, out["shape"])),
+                       "dtype": np.dtype(out["dtype"]).name, "quantization": q_out},
+        }
+        with open(args.report, "w") as fh:
+            json.dump(report, fh)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert")
+    c.add_argument("--onnx", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--calib", required=True)
+    c.add_argument("--input-name", default="images")
+    c.add_argument("--int8", action="store_true")
+    r = sub.add_parser("run")
+    r.add_argument("--model", required=True)
+    r.add_argument("--inputs", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--report")
+    r.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime"])
+    r.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    try:
+        convert(args) if args.command == "convert" else run(args)
+    except BaseException as exc:  # noqa: BLE001 — reported to the parent process as one line
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        message = str(exc).strip().splitlines()
+        print(f"WORKER-ERROR: {type(exc).__name__}: {message[-1] if message else ''}", flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

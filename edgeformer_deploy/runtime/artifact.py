@@ -1,0 +1,139 @@
+"""An exported model file plus the manifest JSON beside it (written by ``edgeformer-export``).
+
+The manifest is the input contract: preprocessing, layout, dtype, quantisation. Nothing is guessed
+from the model file; the backend's own view of the model is checked against the manifest instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+from .errors import ArtifactError
+
+SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".rknn": "rknn"}
+LAYOUTS = ("NCHW", "NHWC")
+DTYPES = ("float32", "float16", "int8", "uint8")
+
+Dim = Union[int, None]  # None: dynamic (the manifest writes a name such as "batch")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: Tuple[Dim, ...]
+    dtype: str
+    layout: Optional[str] = None
+    scale: Optional[float] = None  # quantised tensors: real = (q - zero_point) * scale
+    zero_point: Optional[int] = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    format: str
+    model: str
+    input: TensorSpec
+    output: TensorSpec
+    resize: int
+    crop: int
+    num_classes: int
+    manifest: dict
+
+    @property
+    def batch(self) -> Optional[int]:
+        """Images per inference the artifact takes; None = any (dynamic batch)."""
+        return self.input.shape[0]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def manifest_path(artifact: Path) -> Path:
+    return artifact.with_suffix(".json")
+
+
+def load_artifact(path: Union[str, Path], check_sha256: bool = True) -> Artifact:
+    """Read and check ``path`` + its manifest; raises :class:`ArtifactError` with one line."""
+    path = Path(path)
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ArtifactError(f"{path}: unsupported model file type {path.suffix or '(none)'!r}; "
+                            f"expected {', '.join(SUFFIX_FORMATS)}")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: model file not found")
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        raise ArtifactError(f"{path}: no manifest beside it (expected {mpath.name}, written by edgeformer-export)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{mpath}: manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{mpath}: manifest is not a JSON object")
+    try:
+        artifact = _from_manifest(path, fmt, manifest)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{mpath}: malformed manifest ({type(exc).__name__}: {exc})") from None
+    _check_matches(artifact, check_sha256)
+    return artifact
+
+
+def _spec(raw: dict) -> TensorSpec:
+    quant = raw.get("quantization") or {}
+    shape = tuple(d if isinstance(d, int) else None for d in raw["shape"])
+    return TensorSpec(name=str(raw["name"]), shape=shape, dtype=str(raw["dtype"]), layout=raw.get("layout"),
+                      scale=float(quant["scale"]) if quant else None,
+                      zero_point=int(quant["zero_point"]) if quant else None)
+
+
+def _from_manifest(path: Path, fmt: str, manifest: dict) -> Artifact:
+    pre = manifest["preprocess"]
+    artifact = Artifact(path=path, format=str(manifest["format"]), model=str(manifest["model"]),
+                        input=_spec(manifest["input"]), output=_spec(manifest["output"]),
+                        resize=int(pre["resize"]), crop=int(pre["crop"]),
+                        num_classes=int(manifest["num_classes"]), manifest=manifest)
+    spec = artifact.input
+    if spec.layout not in LAYOUTS or len(spec.shape) != 4:
+        raise ValueError(f"input must be a 4-d NCHW or NHWC tensor, got {spec.layout} {list(spec.shape)}")
+    channels = spec.shape[1] if spec.layout == "NCHW" else spec.shape[3]
+    size = spec.shape[2:] if spec.layout == "NCHW" else spec.shape[1:3]
+    if channels != 3 or tuple(size) != (artifact.crop, artifact.crop):
+        raise ValueError(f"input shape {list(spec.shape)} ({spec.layout}) is not 3x{artifact.crop}x{artifact.crop}")
+    if spec.dtype not in DTYPES:
+        raise ValueError(f"unsupported input dtype {spec.dtype!r}")
+    if spec.dtype in ("int8",) and not spec.quantized:
+        raise ValueError("int8 input without 'quantization' {scale, zero_point}")
+    return artifact
+
+
+def _check_matches(artifact: Artifact, check_sha256: bool) -> None:
+    """The manifest must describe this very file (guards against a manifest copied or left over)."""
+    manifest, path = artifact.manifest, artifact.path
+    expected_format = SUFFIX_FORMATS[path.suffix.lower()]
+    if artifact.format.split("_")[0] != expected_format:
+        raise ArtifactError(f"{path}: manifest/artifact mismatch: manifest is for format "
+                            f"{artifact.format!r}, the file is {path.suffix}")
+    if manifest.get("file") not in (None, path.name):
+        raise ArtifactError(f"{path}: manifest/artifact mismatch: manifest describes {manifest['file']!r}")
+    size = path.stat().st_size
+    if "size_bytes" in manifest and manifest["size_bytes"] != size:
+        raise ArtifactError(f"{path}: manifest/artifact mismatch: file has {size} bytes, manifest says "
+                            f"{manifest['size_bytes']}")
+    if check_sha256 and manifest.get("sha256") and manifest["sha256"] != _sha256(path):
+        raise ArtifactError(f"{path}: manifest/artifact mismatch: sha256 differs (file changed after export?)")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
