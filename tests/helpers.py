@@ -46,3 +46,12 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
             module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
     model.classifier.fc.weight.mul_(25)
     return model.eval()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit code 1, exactly one ``error:`` line holding every needle, no traceback."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]

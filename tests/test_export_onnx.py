@@ -14,7 +14,7 @@ from edgeformer_deploy.errors import ExportError
 from edgeformer_deploy.export import pipeline
 from edgeformer_deploy.export.onnx_format import op_census
 from edgeformer_deploy.runtime.onnx_backend import create_session
-from helpers import run_cli
+from helpers import assert_one_line_error as _assert_one_line_error, run_cli
 
 FORBIDDEN = {"Resize", "Shape", "Gather", "Expand", "Where", "ConstantOfShape", "BatchNormalization"}
 
@@ -137,14 +137,6 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(ExportError):
         pipeline.run_export(pipeline.ExportJob(output=existing), log=lambda _: None)
     assert sorted(p.name for p in existing.iterdir()) == ["keep.txt"]
-
-
-def _assert_one_line_error(result, *needles):
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 @pytest.mark.parametrize("args, needle", [

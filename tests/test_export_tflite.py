@@ -10,7 +10,7 @@ import pytest
 
 from edgeformer_deploy.export.tflite_format import tflite_runner
 from edgeformer_deploy.export.verify import verification_inputs
-from helpers import run_cli
+from helpers import assert_one_line_error as _assert_one_line_error, run_cli
 
 GCC_FILTERS_256_16_TAPS = 2 * 4 + 4 * 2 + 3 * 2  # stage 3: 32 taps -> 2 chunks per axis; stages 4, 5: one
 
@@ -77,14 +77,6 @@ def test_runs_in_tflite_runtime_2_14(tflite_artifacts, fp16_artifact, key):
         assert cosine.min() >= 0.99
     else:
         assert np.abs(old - new).max() <= 1e-4
-
-
-def _assert_one_line_error(result, *needles):
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def test_calibration_folder_refusals(tmp_path):

@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import platform
 from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
+from ..runtime.artifact import sha256
 
 MANIFEST_VERSION = 1
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions(*names: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..runtime.backends import run_in_batches
 from ..runtime.onnx_backend import create_session
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -70,15 +71,6 @@ def onnx_runner(path: Path, batch: int | None):
     session = create_session(path, threads=None)
 
     def run(x: np.ndarray) -> np.ndarray:
-        if batch is None:
-            return session.run(None, {INPUT_NAME: x})[0]
-        outputs = []
-        for start in range(0, len(x), batch):
-            chunk = x[start:start + batch]
-            pad = batch - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            outputs.append(session.run(None, {INPUT_NAME: chunk})[0][: batch - pad])
-        return np.concatenate(outputs)
+        return run_in_batches(lambda chunk: session.run(None, {INPUT_NAME: chunk})[0], x, batch)
 
     return run

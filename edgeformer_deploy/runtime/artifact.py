@@ -127,11 +127,11 @@ def _check_matches(artifact: Artifact, check_sha256: bool) -> None:
     if "size_bytes" in manifest and manifest["size_bytes"] != size:
         raise ArtifactError(f"{path}: manifest/artifact mismatch: file has {size} bytes, manifest says "
                             f"{manifest['size_bytes']}")
-    if check_sha256 and manifest.get("sha256") and manifest["sha256"] != _sha256(path):
+    if check_sha256 and manifest.get("sha256") and manifest["sha256"] != sha256(path):
         raise ArtifactError(f"{path}: manifest/artifact mismatch: sha256 differs (file changed after export?)")
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

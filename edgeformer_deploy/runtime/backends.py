@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import importlib
 import platform
+from typing import Callable
+
+import numpy as np
 
 from .artifact import SUFFIX_FORMATS, Artifact
 from .errors import BackendMissing, PredictError
@@ -58,3 +61,18 @@ def open_backend(artifact: Artifact, backend: str = "auto", threads: int | None 
     from .rknn_backend import RknnBackend
 
     return RknnBackend(artifact, npu_cores)
+
+
+def run_in_batches(run: Callable[[np.ndarray], np.ndarray], tensor: np.ndarray, batch: int | None) -> np.ndarray:
+    """Run a fixed-batch model over any number of inputs: chunks of ``batch``, the last one padded by
+    repeating its last item (``batch=None``: one call)."""
+    if batch is None:
+        return run(tensor)
+    outputs = []
+    for start in range(0, len(tensor), batch):
+        chunk = tensor[start:start + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+        outputs.append(run(np.ascontiguousarray(chunk))[:batch - pad])
+    return np.concatenate(outputs)

@@ -7,7 +7,7 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from .artifact import Artifact, load_artifact
-from .backends import open_backend
+from .backends import open_backend, run_in_batches
 from .cpu import pin_to_cpus
 from .errors import ArtifactError, PredictError
 from .labels import labels_for
@@ -91,15 +91,9 @@ class Predictor:
         if tensor.ndim != 4 or tensor.dtype != np.dtype(self.artifact.input.dtype):
             raise PredictError(f"run() takes a 4-d {self.artifact.input.dtype} tensor shaped like "
                                f"{list(self.artifact.input.shape)}, got {tensor.dtype} {list(tensor.shape)}")
-        batch = self.batch or len(tensor)
-        outputs = []
-        for start in range(0, len(tensor), batch):
-            chunk = tensor[start:start + batch]
-            pad = batch - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            outputs.append(self._dequantize(self.backend.run(np.ascontiguousarray(chunk)))[:batch - pad])
-        return np.concatenate(outputs).reshape(len(tensor), -1)
+        logits = run_in_batches(lambda chunk: self._dequantize(self.backend.run(chunk)), tensor,
+                                self.batch or len(tensor))
+        return logits.reshape(len(tensor), -1)
 
     def _dequantize(self, raw: np.ndarray) -> np.ndarray:
         quant = self.backend.output_quantization
