@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import EdgeformerError
+from .formats import FORMATS
 
 
 class _Group(click.Group):
@@ -37,7 +38,8 @@ def _log(message: str) -> None:
               help="Registered model (see `edgeformer-export models`).")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Checkpoint (.pt/.pth state dict or .safetensors). Without it the weights are random.")
-@click.option("--format", "fmt", default="onnx", show_default=True, help="Export format: onnx or tflite.")
+@click.option("--format", "fmt", default="onnx", show_default=True,
+              help="Export format: " + "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + ".")
 @click.option("--imgsz", default=256, show_default=True, type=int, help="Square input size, a multiple of 32.")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("exports"), show_default=True,
               help="Output folder; the artifact is <model>_<imgsz>.<ext> with a .json manifest beside it.")

@@ -11,7 +11,6 @@ import numpy as np
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    suffix: str
     description: str
     # (job, lowered onnx path, staging dir) -> artifact path, extra manifest fields
     build: Callable | None
@@ -43,12 +42,12 @@ def _tflite_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
 
 
 FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat("onnx", ".onnx", "ONNX (lowered, static shapes) for onnxruntime", build=None,
+    "onnx": ExportFormat("onnx", "ONNX (lowered, static shapes) for onnxruntime", build=None,
                          runner=_onnx_runner, requires=("onnx", "onnxruntime", "onnxsim"),
                          gcc_default="matmul"),  # circulant MatMul measured faster in onnxruntime
     # Every GCC is a DEPTHWISE_CONV_2D in TFLite, cut into <=16-tap chunks: XNNPACK's static depthwise conv
     # falls off a cliff above ~25 taps (32 taps: 10.4 ms, 16 taps: 0.32 ms for the same layer; BENCHMARKS.md).
-    "tflite": ExportFormat("tflite", ".tflite", "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
+    "tflite": ExportFormat("tflite", "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
                            build=_tflite_build, runner=_tflite_runner, input_layout="NHWC",
                            requires=("onnx", "onnxruntime", "onnxsim"), gcc_default="conv", gcc_taps_default=16,
                            static_batch_only=True),

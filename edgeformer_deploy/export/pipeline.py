@@ -81,7 +81,7 @@ def validate(job: ExportJob) -> None:
     if job.half and job.int8:
         raise ExportError("--half and --int8 exclude each other")
     if (job.half or job.int8) and job.fmt == "onnx":
-        raise ExportError("--half/--int8 apply to --format tflite (and rknn --int8), not onnx")
+        raise ExportError("--half/--int8 apply to --format tflite, not onnx")
     if job.data is not None:
         from .tflite_format import calibration_images
 
