@@ -53,21 +53,27 @@ def _log(message: str) -> None:
               help="GCC formulation: static-padded depthwise conv or circulant MatMul (default: per format).")
 @click.option("--gcc-taps", type=int, default=None,
               help="Cut depthwise GCC kernels into chunks of at most N taps (0: no split; default: per format).")
-@click.option("--half", is_flag=True, help="TFLite: fp16 weights (<model>_<imgsz>_fp16.tflite).")
-@click.option("--int8", is_flag=True, help="Full-integer int8 (<model>_<imgsz>_int8.tflite), calibrated on --data.")
+@click.option("--half", is_flag=True, help="TFLite: fp16 weights (<model>_<imgsz>_fp16.tflite); RKNN is fp16 anyway.")
+@click.option("--int8", is_flag=True, help="Full-integer int8 (<model>_<imgsz>[_<target>]_int8.<ext>), "
+              "calibrated on --data.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Folder of JPEG/PNG calibration images for --int8 (default: the few shipped sample photos).")
 @click.option("--min-cosine", type=float, default=None,
               help="Override the cosine gate (defaults: onnx/fp32 0.99999, fp16 0.9999, int8 0.99).")
+@click.option("--target", default=None,
+              help="RKNN: Rockchip NPU chip, one of rk3588 (default), rk3576, rk3566, rk3568, rk3562.")
+@click.option("--analyze", is_flag=True,
+              help="RKNN: run the toolkit's per-layer accuracy_analysis; report saved beside the artifact.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity gate against the PyTorch model.")
 @click.option("--verbose", is_flag=True, help="Keep the converter logs beside the output.")
 @click.pass_context
 def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dynamic_batch, opset, exporter,
-         gcc, gcc_taps, half, int8, data, min_cosine, no_verify, verbose) -> None:
+         gcc, gcc_taps, half, int8, data, min_cosine, target, analyze, no_verify, verbose) -> None:
     """Export EdgeFormer / MobileViT to a deployable format, verified against PyTorch.
 
     \b
     edgeformer-export --model edgeformer_s --weights ckpt.pt --format onnx --imgsz 256 --output exports
+    edgeformer-export --model edgeformer_s --weights ckpt.pt --format rknn --target rk3588
     edgeformer-export models --imgsz 256
     """
     if ctx.invoked_subcommand is not None:
@@ -79,13 +85,14 @@ def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dyn
              "useless for predictions)")
     job = ExportJob(model=model_name, weights=weights, fmt=fmt, imgsz=imgsz, output=output, batch=batch,
                     dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, gcc=gcc, gcc_taps=gcc_taps,
-                    verify=not no_verify, half=half, int8=int8, data=data, min_cosine=min_cosine, verbose=verbose)
+                    verify=not no_verify, half=half, int8=int8, data=data, min_cosine=min_cosine, verbose=verbose,
+                    target=target, analyze=analyze)
     artifact = run_export(job, log=_log)
     import json
 
     manifest = json.loads(artifact.with_suffix(".json").read_text())
     parity = manifest.get("parity")
-    summary = (f"max-abs {parity['max_abs']:.2e}, cosine {parity['cosine']:.7f}, "
+    summary = (f"max-abs {parity['max_abs']:.2e} vs PyTorch, cosine {parity['cosine']:.7f}, "
                f"top-1 agreement {parity['top1_agreement']:.0%}" if parity else "not verified")
     _log(f"wrote {artifact} ({manifest['size_bytes'] / 1e6:.1f} MB) in {manifest['export_seconds']:.1f} s; "
          f"parity: {summary}")

@@ -50,6 +50,8 @@ class ConverterEnv:
 ENVS: dict[str, ConverterEnv] = {
     "tflite": ConverterEnv("tflite", "onnx2tf + TensorFlow 2.19: ONNX -> TFLite"),
     "tflite-runtime": ConverterEnv("tflite-runtime", "tflite-runtime 2.14 (armv7 boards' runtime) for checks"),
+    # the toolkit's own pins (torch<=2.4) are impossible next to torch 2.13; the lock pins everything instead
+    "rknn": ConverterEnv("rknn", "rknn-toolkit2 2.5.0: ONNX -> RKNN + NPU simulator", pip_args=("--no-deps",)),
 }
 
 
@@ -93,7 +95,8 @@ def create_env(name: str, log: Callable[[str], None] = print, force: bool = Fals
     if process.returncode != 0:
         shutil.rmtree(target, ignore_errors=True)
         tail = next((line for line in reversed(lines) if line.strip()), "pip failed")
-        raise ExportError(f"could not create the {name} environment: {tail.strip()[:300]}")
+        raise ExportError(f"could not create the {name} environment ({tail.strip()[:300]}) — fix that, then "
+                          f"run: edgeformer-export env create {name}")
     (target / STAMP).write_text(env.lock_hash() + "\n")
     return env
 
@@ -131,6 +134,22 @@ def run_in_env(env: ConverterEnv, script: Path, args: list[str], cwd: Path, log_
         reason = next((line for line in reversed(lines) if line.startswith("WORKER-ERROR:")), None)
         reason = reason[len("WORKER-ERROR:"):].strip() if reason else (lines[-1] if lines else "no output")
         raise ExportError(f"{script.stem} failed: {reason[:300]}")
+
+
+def run_worker(env: ConverterEnv, script: Path, args: list[str], work: Path, job, what: str) -> Path:
+    """:func:`run_in_env` for an export job: the log lands in ``work`` and, with ``--verbose``, beside the output."""
+    log_file = work / f"{what}.log"
+    try:
+        run_in_env(env, script, args, cwd=work, log_file=log_file)
+    except ExportError as exc:
+        if job.verbose:
+            kept = Path(job.output) / f"{job.stem}.{what}.log"
+            shutil.copy(log_file, kept)
+            raise ExportError(f"{exc} (converter log: {kept})") from None
+        raise ExportError(f"{exc} (re-run with --verbose to keep the converter log)") from None
+    if job.verbose:
+        shutil.copy(log_file, Path(job.output) / f"{job.stem}.{what}.log")
+    return log_file
 
 
 def describe_envs() -> list[tuple[str, str, str, str]]:

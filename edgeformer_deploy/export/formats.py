@@ -41,6 +41,18 @@ def _tflite_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
     return tflite_runner(path, job)
 
 
+def _rknn_build(job, onnx_path, staging, log):
+    from .rknn_format import build
+
+    return build(job, onnx_path, staging, log)
+
+
+def _rknn_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
+    from .rknn_format import simulator_runner
+
+    return simulator_runner(path, job)
+
+
 FORMATS: dict[str, ExportFormat] = {
     "onnx": ExportFormat("onnx", "ONNX (lowered, static shapes) for onnxruntime", build=None,
                          runner=_onnx_runner, requires=("onnx", "onnxruntime", "onnxsim"),
@@ -51,4 +63,10 @@ FORMATS: dict[str, ExportFormat] = {
                            build=_tflite_build, runner=_tflite_runner, input_layout="NHWC",
                            requires=("onnx", "onnxruntime", "onnxsim"), gcc_default="conv", gcc_taps_default=16,
                            static_batch_only=True),
+    # The NPU's depthwise kernels are at most 16 taps per side; cutting them in the lowering gives the graph
+    # rknn-toolkit2 would make itself (BENCHMARKS.md: RKNN), so what runs is what we verified in ONNX.
+    "rknn": ExportFormat("rknn", "RKNN fp16/int8 for Rockchip NPUs via rknn-toolkit2 (managed environment)",
+                         build=_rknn_build, runner=_rknn_runner, input_layout="NHWC",
+                         requires=("onnx", "onnxruntime", "onnxsim"), gcc_default="conv", gcc_taps_default=16,
+                         static_batch_only=True),
 }

@@ -43,6 +43,8 @@ class ExportJob:
     data: Path | None = None  # int8 calibration images
     min_cosine: float | None = None  # overrides the format's cosine gate
     verbose: bool = False
+    target: str | None = None  # RKNN: the Rockchip chip (default rk3588)
+    analyze: bool = False  # RKNN: per-layer accuracy_analysis saved beside the artifact
 
     @property
     def gcc_formulation(self) -> str:
@@ -55,7 +57,7 @@ class ExportJob:
 
     @property
     def stem(self) -> str:
-        return f"{self.model}_{self.imgsz}"
+        return f"{self.model}_{self.imgsz}" + (f"_{self.target}" if self.target else "")
 
 
 def validate(job: ExportJob) -> None:
@@ -81,9 +83,19 @@ def validate(job: ExportJob) -> None:
     if job.half and job.int8:
         raise ExportError("--half and --int8 exclude each other")
     if (job.half or job.int8) and job.fmt == "onnx":
-        raise ExportError("--half/--int8 apply to --format tflite, not onnx")
+        raise ExportError("--half/--int8 apply to --format tflite or rknn, not onnx")
+    if job.fmt == "rknn":
+        from .rknn_format import DEFAULT_TARGET, check_target
+
+        job.target = check_target(job.target or DEFAULT_TARGET)
+        if job.opset > 19:
+            raise ExportError(f"rknn-toolkit2 reads ONNX opset 19 at most (got --opset {job.opset})")
+    elif job.target is not None:
+        raise ExportError(f"--target applies to --format rknn, not {job.fmt}")
+    if job.analyze and job.fmt != "rknn":
+        raise ExportError("--analyze applies to --format rknn")
     if job.data is not None:
-        from .tflite_format import calibration_images
+        from .calibration import calibration_images
 
         calibration_images(job.data)  # refuse an empty or unreadable folder before any work
     if job.weights is not None and not Path(job.weights).is_file():
@@ -161,6 +173,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         artifact, extra = onnx_path, {}
         if fmt.build is not None:
             artifact, extra = fmt.build(job, onnx_path, staging, log)
+        files = extra.pop("files", [])
         parity = None
         if job.verify:
             log("verifying against the un-lowered PyTorch model")
@@ -190,6 +203,10 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
                    "export_seconds": round(time.perf_counter() - started, 2), **extra})
         manifest_path = staging / f"{artifact.stem}.json"
         write_manifest(manifest, manifest_path)
+        for path in files:  # reports that belong beside the artifact (e.g. RKNN accuracy analysis)
+            if (output / path.name).is_dir():
+                shutil.rmtree(output / path.name)
+            os.replace(path, output / path.name)
         final = output / artifact.name
         os.replace(artifact, final)
         os.replace(manifest_path, output / manifest_path.name)

@@ -10,11 +10,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ExportError
-from ..runtime.preprocess import preprocess, sample_images
-from .converter_env import require_env, run_in_env
+from .calibration import calibration_images, calibration_tensor
+from .converter_env import require_env, run_in_env, run_worker
 
 WORKER = Path(__file__).resolve().parent / "workers" / "tflite_worker.py"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # Graph quality: a lowered EdgeFormer must be plain NHWC convolutions end to end.
 FORBIDDEN_PREFIXES = ("RESIZE_", "GATHER", "FLEX", "CUSTOM")
 LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999}, "fp16": {"cosine": 0.9999}, "int8": {"cosine": 0.99}}
@@ -22,33 +21,6 @@ LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999}, "fp16": {"cosine": 0.999
 
 def precision(job) -> str:
     return "int8" if job.int8 else "fp16" if job.half else "fp32"
-
-
-def calibration_images(data: Path | None) -> list[Path]:
-    """JPEG/PNG/… files of ``--data`` (sorted), or the shipped sample photos when no folder is given."""
-    if data is None:
-        return sample_images()
-    data = Path(data)
-    if not data.is_dir():
-        raise ExportError(f"--data {data} is not a folder of images")
-    try:
-        images = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    except OSError as exc:
-        raise ExportError(f"--data {data} cannot be read: {exc.strerror}") from None
-    if not images:
-        raise ExportError(f"--data {data} holds no JPEG/PNG/BMP/WebP images")
-    return images
-
-
-def calibration_tensor(images: list[Path], imgsz: int) -> np.ndarray:
-    """float32 NHWC [n, H, W, 3] in [0, 1], preprocessed exactly like inference."""
-    batch = []
-    for image in images:
-        try:
-            batch.append(preprocess(image, imgsz)[0].transpose(1, 2, 0))
-        except Exception as exc:  # Pillow raises many types for broken files
-            raise ExportError(f"calibration image {image} cannot be read: {exc}") from None
-    return np.stack(batch).astype(np.float32)
 
 
 def _converter_versions() -> dict[str, str]:
@@ -68,7 +40,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     calib = work / "calibration.npy"
     np.save(calib, calibration_tensor(images, job.imgsz))
     log(f"converting to TFLite {kind} with onnx2tf")
-    _run_worker(env, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
+    run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
                 + (["--int8"] if kind == "int8" else []), work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
     suffix = "" if kind == "fp32" else f"_{kind}"
@@ -94,26 +66,12 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     return artifact, extra
 
 
-def _run_worker(env, args: list[str], work: Path, job, what: str) -> None:
-    log_file = work / f"{what}.log"
-    try:
-        run_in_env(env, WORKER, args, cwd=work, log_file=log_file)
-    except ExportError as exc:
-        if job.verbose:
-            kept = Path(job.output) / f"{job.stem}.{what}.log"
-            shutil.copy(log_file, kept)
-            raise ExportError(f"{exc} (converter log: {kept})") from None
-        raise ExportError(f"{exc} (re-run with --verbose to keep the converter log)") from None
-    if job.verbose:
-        shutil.copy(log_file, Path(job.output) / f"{job.stem}.{what}.log")
-
-
 def inspect(artifact: Path, imgsz: int, env, work: Path, job) -> dict:
     """Op census and I/O details of a .tflite, read by the interpreter itself."""
     sample = work / "inspect_in.npy"
     np.save(sample, np.zeros((1, 3, imgsz, imgsz), np.float32))
     report = work / "report.json"
-    _run_worker(env, ["run", "--model", str(artifact), "--inputs", str(sample), "--out", str(work / "inspect_out.npy"),
+    run_worker(env, WORKER, ["run", "--model", str(artifact), "--inputs", str(sample), "--out", str(work / "inspect_out.npy"),
                       "--report", str(report)], work, job, "inspect")
     return json.loads(report.read_text())
 
