@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from edgeformer_deploy.runtime.artifact import load_artifact
 from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
 from helpers import assert_one_line_error, run_cli
+from test_runtime_predictor import rknn_double  # noqa: F401  (fixture: RKNNLite test double, no NPU here)
 
 # (model, target, int8): both models at the default target in fp16, and int8 for one smaller NPU
 CASES = [("edgeformer_s", "rk3588", False), ("mobilevit_s", "rk3588", False),
@@ -140,3 +142,17 @@ def test_layer_table_parsing_finds_cpu_fallback():
                                       ("Sin", "CPU", "Sin:s")]
     assert io_layers(layers) == {0}  # the Sin is compute on the CPU, not I/O
     assert io_layers(layers + [("Reshape", "CPU", "Reshape:out_rs"), ("OutputOperator", "CPU", "x:y")]) == {0, 3, 4}
+
+
+def test_board_runtime_reads_the_exported_contract(rknn_artifacts, rknn_double):
+    """The real exported .rknn + manifest through the board runtime; only RKNNLite (the NPU) is a test double:
+    it must be handed the board's raw uint8 NHWC 256x256 frames the manifest promises."""
+    from edgeformer_deploy.runtime.predictor import Predictor
+    from edgeformer_deploy.runtime.preprocess import sample_images
+
+    path = rknn_artifacts[("edgeformer_s", "rk3588", False)]
+    with Predictor(path) as predictor:
+        predictor.predict(sample_images()[0], topk=1)
+        sent = rknn_double.instances[0].calls[2][1][0]
+        assert sent.dtype == np.uint8 and sent.shape == (1, 256, 256, 3)
+        assert np.array_equal(sent, predictor.crops([sample_images()[0]]))
