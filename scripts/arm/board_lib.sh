@@ -4,8 +4,9 @@
 #
 # Prints the board's path on stdout (logs go to stderr).
 # Caller sets: BOARD_NAME ROOT CACHE DEB_ARCH TRIPLET QEMU DEBS WHEELS NODEPS_WHEELS PIP_PLATFORMS
-#              CPUINFO SMOKE_IMPORTS
-# Env knobs:   EDGEFORMER_ARM_FORCE=1 (rebuild even if up to date), EDGEFORMER_ARM_APT_MAX_AGE_DAYS
+#              CPUINFO SMOKE_IMPORTS, and HERE REQUIREMENTS NODEPS_REQUIREMENTS (the files WHEELS come from)
+# Env knobs:   EDGEFORMER_ARM_FORCE=1 (rebuild even if up to date), EDGEFORMER_ARM_PRINT_INPUTS=1 (print
+#              the board's inputs as NAME=value lines and exit: builds nothing), EDGEFORMER_ARM_APT_MAX_AGE_DAYS
 #              (refresh the apt lists when older; default 7), PYTHON (host python with pip; python3)
 set -euo pipefail
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -15,10 +16,17 @@ log() { printf '[board %s %s] %s\n' "$BOARD_NAME" "$(date +%H:%M:%S)" "$*" >&2; 
 die() { log "ERROR: $*"; exit 1; }
 
 board_main() {
-  local want_stamp
-  # any change to these scripts or to the board's inputs rebuilds it
-  want_stamp=$({ cat "${BASH_SOURCE[0]}" "$0"; printf '%s\n' "$DEB_ARCH" "$DEBS" "$WHEELS" "$NODEPS_WHEELS" \
-               "$PIP_PLATFORMS" "$CPUINFO" "$QEMU_CPU_MODEL"; } | sha256sum | cut -c1-16)
+  local want_stamp f files=()
+  for f in $REQUIREMENTS $NODEPS_REQUIREMENTS; do files+=("$HERE/$f"); done
+  if [ -n "${EDGEFORMER_ARM_PRINT_INPUTS:-}" ]; then
+    printf '%s=%s\n' DEB_ARCH "$DEB_ARCH" DEBS "$(echo $DEBS)" REQUIREMENTS "$REQUIREMENTS" \
+      NODEPS_REQUIREMENTS "$NODEPS_REQUIREMENTS" WHEELS "$WHEELS" NODEPS_WHEELS "$NODEPS_WHEELS" \
+      SMOKE_IMPORTS "$SMOKE_IMPORTS"
+    return 0
+  fi
+  # any change to these scripts, to the requirement files or to the board's inputs rebuilds it
+  want_stamp=$({ cat "${BASH_SOURCE[0]}" "$0" "${files[@]}"; printf '%s\n' "$DEB_ARCH" "$DEBS" "$WHEELS" \
+               "$NODEPS_WHEELS" "$PIP_PLATFORMS" "$CPUINFO" "$QEMU_CPU_MODEL"; } | sha256sum | cut -c1-16)
   mkdir -p "$CACHE"
   # one builder per board at a time (two test sessions may start together)
   exec 9>"$CACHE/.lock-$BOARD_NAME"

@@ -2,12 +2,15 @@
 # make_board.sh aarch64|armhf [ROOT] -- build (or reuse) an emulated ARM "board": a Debian bookworm
 # sysroot with python3.11 and the board-side runtime wheels, run with qemu-user:
 #     ROOT/run-python -m edgeformer_deploy.runtime.cli ...      (qemu-<arch>-static -L ROOT ...)
-#   aarch64 (RK3566/RK3588 class): arm64 python3.11 + numpy, onnxruntime, ai-edge-litert, Pillow wheels
+#   aarch64 (RK3566/RK3588 class): arm64 python3.11 + numpy, onnxruntime, ai-edge-litert, Pillow,
+#           rknn-toolkit-lite2 wheels
 #   armhf   (RK3288 class, 32-bit): armhf python3.11 + Debian's python3-numpy 1.24 / python3-pil 9.4
 #           (PyPI has no armv7 numpy/Pillow wheels) + tflite-runtime 2.14.0 armv7l wheel (--no-deps)
 # Everything comes from Debian and PyPI. Cached: unchanged inputs => immediate exit, no network.
 # ROOT defaults to $EDGEFORMER_ARM_CACHE/boards/ARCH; EDGEFORMER_ARM_CACHE defaults to
 # ~/.cache/edgeformer-deploy/arm. Needs: qemu-user-static, apt-get, dpkg-deb, python3 -m pip (host).
+# The PyPI pins live in requirements-*.txt beside this script, which docker/board.Dockerfile installs too
+# (tests/test_docker.py keeps the two in step); EDGEFORMER_ARM_PRINT_INPUTS=1 prints a board's inputs and exits.
 set -euo pipefail
 BOARD_NAME=${1:?usage: $0 aarch64|armhf [ROOT]}
 CACHE=$(realpath -m "${EDGEFORMER_ARM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeformer-deploy/arm}")
@@ -15,8 +18,9 @@ ROOT=$(realpath -m "${2:-$CACHE/boards/$BOARD_NAME}")
 # pip (23.x) does not expand manylinux tags for --platform: list every glibc level <= bookworm's 2.36
 manylinux() { for v in 36 35 34 33 32 31 30 29 28 27 26 25 24 17; do printf 'manylinux_2_%s_%s ' "$v" "$1"; done
               printf 'manylinux2014_%s' "$1"; }
-# pure-python wheels both boards share (click + rich for the CLI), pinned with their dependencies
-CLI_WHEELS="click==8.5.1 rich==15.0.0 pygments==2.21.0 markdown-it-py==4.3.0 mdurl==0.1.2"
+HERE=$(cd "$(dirname "$0")" && pwd)
+# the pins of requirement files (comments and blank lines dropped), one line
+pins() { local f; for f in "$@"; do sed -e 's/#.*//' "$HERE/$f"; done | xargs; }
 
 case "$BOARD_NAME" in
 aarch64)
@@ -26,12 +30,10 @@ aarch64)
   QEMU_CPU_MODEL=cortex-a76
   # the manylinux wheels bundle openblas, libjpeg etc.: Debian only provides python and libstdc++
   DEBS="python3.11 libstdc++6"
-  WHEELS="numpy==2.4.6 onnxruntime==1.32.0 ai-edge-litert==2.3.0 pillow==13.0.0 $CLI_WHEELS
-          protobuf==7.36.2 flatbuffers==25.12.19 ml_dtypes==0.6.0 backports.strenum==1.2.8 packaging==26.3
-          typing_extensions==4.16.0 tqdm==4.70.1"
-  NODEPS_WHEELS=""
+  # numpy, onnxruntime, ai-edge-litert, Pillow, rknn-toolkit-lite2 (+ click/rich), with their dependencies
+  REQUIREMENTS="requirements-cli.txt requirements-aarch64.txt" NODEPS_REQUIREMENTS=""
   PIP_PLATFORMS=$(manylinux aarch64)
-  SMOKE_IMPORTS="numpy onnxruntime ai_edge_litert.interpreter PIL click rich"
+  SMOKE_IMPORTS="numpy onnxruntime ai_edge_litert.interpreter rknnlite.api PIL click rich"
   # /proc/cpuinfo the guest sees (2 x Cortex-A76). qemu does not emulate it for ARM guests, and
   # onnxruntime (at import) and ai-edge-litert (Interpreter()) segfault parsing the host's x86 one.
   CPU='BogoMIPS	: 50.00
@@ -48,9 +50,8 @@ armhf)
   QEMU_CPU_MODEL=cortex-a15  # the closest qemu model to RK3288's Cortex-A17
   # python3-numpy pulls the reference libblas3/liblapack3 (alternatives links made by fix_alternatives)
   DEBS="python3.11 libstdc++6 python3-numpy python3-pil"
-  WHEELS="$CLI_WHEELS"
-  # tflite-runtime requires numpy>=1.23.2 and there is no armv7l numpy wheel: Debian's 1.24.2 serves
-  NODEPS_WHEELS="tflite-runtime==2.14.0"
+  # tflite-runtime requires numpy>=1.23.2 and there is no armv7l numpy wheel: Debian's 1.24.2 serves (--no-deps)
+  REQUIREMENTS="requirements-cli.txt" NODEPS_REQUIREMENTS="requirements-armhf-nodeps.txt"
   PIP_PLATFORMS="$(manylinux armv7l) linux_armv7l"
   SMOKE_IMPORTS="numpy tflite_runtime.interpreter PIL PIL.Image click rich"
   # Raspberry-Pi-4-like Cortex-A72 in AArch32 mode, 2 cores (kept for the same reason as aarch64)
@@ -66,6 +67,9 @@ CPU revision	: 3'
   ;;
 *) echo "usage: $0 aarch64|armhf [ROOT]" >&2; exit 2 ;;
 esac
+
+# shellcheck disable=SC2086
+WHEELS=$(pins $REQUIREMENTS) NODEPS_WHEELS=$(pins $NODEPS_REQUIREMENTS)
 
 # shellcheck source=board_lib.sh
 . "$(dirname "$0")/board_lib.sh"
