@@ -1,0 +1,92 @@
+"""``edgeformer-bench compare``: export MobileViT-S + EdgeFormer-S, benchmark them, reuse the exports."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from edgeformer_deploy.bench.compare import find_reusable
+from edgeformer_deploy.export.formats import FORMATS
+from edgeformer_deploy.runtime.artifact import sha256
+from helpers import assert_one_line_error, run_cli
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, official_dir):
+    """Two calls with the same settings: the first exports, the second must reuse."""
+    out = tmp_path_factory.mktemp("compare")
+    exports = out / "exports"
+    common = ["compare", "--format", "onnx", "--imgsz", IMGSZ, "--output", exports, "--runs", 4, "--warmup", 1,
+              "--threads", 1, "--weights-edgeformer", official_dir / "edgeformer_s.pt",
+              "--weights-mobilevit", official_dir / "mobilevit_s.pt"]
+    first = run_cli("edgeformer-bench", *common, "--json", out / "first.json", timeout=900)
+    assert first.returncode == 0, first.stderr
+    stamps = {p.name: p.stat().st_mtime_ns for p in exports.iterdir()}
+    second = run_cli("edgeformer-bench", *common, "--json", out / "second.json", "--no-rss")
+    assert second.returncode == 0, second.stderr
+    return {"first": (first, json.loads((out / "first.json").read_text())),
+            "second": (second, json.loads((out / "second.json").read_text())),
+            "stamps": stamps, "exports": exports}
+
+
+def test_first_call_exports_and_benchmarks_mobilevit_first(compared, official_dir):
+    result, doc = compared["first"]
+    assert [a["model"] for a in doc["artifacts"]] == ["mobilevit_s", "edgeformer_s"]
+    assert doc["baseline"] == 0 and all(a["status"] == "ok" for a in doc["artifacts"])
+    assert all(a["imgsz"] == IMGSZ and a["format"] == "onnx" and a["random_weights"] is False
+               for a in doc["artifacts"])
+    assert doc["timed_order"] == [0, 1] * 4
+    assert doc["artifacts"][1]["ratio_vs_baseline"]["rounds"] == 4
+    info = doc["compare"]
+    assert info["format"] == "onnx" and info["imgsz"] == IMGSZ and info["baseline"] == "mobilevit_s"
+    for model in ("mobilevit_s", "edgeformer_s"):
+        assert info["models"][model]["reused"] is False
+        assert info["models"][model]["weights_sha256"] == sha256(official_dir / f"{model}.pt")
+    assert "exporting mobilevit_s" in result.stderr and "exporting edgeformer_s" in result.stderr
+    assert "RANDOM" not in result.stderr and "Traceback" not in result.stderr
+    assert "1 (baseline)" in result.stdout  # the table
+
+
+def test_second_call_reuses_the_exports(compared):
+    result, doc = compared["second"]
+    assert "exporting" not in result.stderr and result.stderr.count("reusing") == 2
+    assert all(m["reused"] for m in doc["compare"]["models"].values())
+    exports = compared["exports"]
+    assert {p.name: p.stat().st_mtime_ns for p in exports.iterdir()} == compared["stamps"]  # nothing rewritten
+    assert [a["path"] for a in doc["artifacts"]] == [str(exports / f"{m}_{IMGSZ}.onnx")
+                                                      for m in ("mobilevit_s", "edgeformer_s")]
+
+
+def test_reuse_needs_a_matching_manifest_and_file(compared, official_dir, tmp_path):
+    folder = tmp_path / "exports"
+    shutil.copytree(compared["exports"], folder)
+    weights = sha256(official_dir / "edgeformer_s.pt")
+    args = dict(model="edgeformer_s", fmt="onnx", imgsz=IMGSZ, precision="fp32", weights_sha=weights,
+                gcc="matmul", gcc_taps=None, target=None)
+    assert find_reusable(folder, **args) == folder / f"edgeformer_s_{IMGSZ}.onnx"
+    for change in (dict(weights_sha=None), dict(weights_sha="0" * 64), dict(imgsz=96), dict(precision="int8"),
+                   dict(fmt="tflite"), dict(gcc="conv"), dict(model="edgeformer_xs")):
+        assert find_reusable(folder, **{**args, **change}) is None, change
+    artifact = folder / f"edgeformer_s_{IMGSZ}.onnx"
+    data = bytearray(artifact.read_bytes())
+    data[-1] ^= 1  # same size, different content: the manifest's sha256 no longer matches
+    artifact.write_bytes(bytes(data))
+    assert find_reusable(folder, **args) is None
+
+
+def test_unknown_format_is_one_line(tmp_path):
+    result = run_cli("edgeformer-bench", "compare", "--format", "coreml", "--output", tmp_path / "x")
+    assert_one_line_error(result, "unknown format 'coreml'", "onnx")
+    assert not (tmp_path / "x").exists()
+
+
+def test_rknn_cannot_run_here(tmp_path):
+    result = run_cli("edgeformer-bench", "compare", "--format", "rknn", "--imgsz", IMGSZ, "--output", tmp_path / "x")
+    if "rknn" in FORMATS:
+        assert_one_line_error(result, "rknn-toolkit-lite2", "--export-only")
+    else:  # the rknn export format is not there yet
+        assert_one_line_error(result, "unknown format 'rknn'")
+    assert not (tmp_path / "x").exists()
