@@ -161,7 +161,8 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         torch.manual_seed(0)  # reproducible random weights when none are given
         model = create_model(job.model, weights=job.weights).eval()
         taps = f", at most {job.gcc_max_taps} taps" if job.gcc_max_taps and job.gcc_formulation == "conv" else ""
-        log(f"lowering {job.model} for {job.imgsz}x{job.imgsz} (GCC as {job.gcc_formulation}{taps})")
+        gcc = f" (GCC as {job.gcc_formulation}{taps})" if job.model.startswith("edgeformer") else ""
+        log(f"lowering {job.model} for {job.imgsz}x{job.imgsz}{gcc}")
         lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps)
         onnx_path = staging / f"{job.stem}.onnx"
         log(f"exporting ONNX (opset {job.opset}, {job.exporter} exporter)")
