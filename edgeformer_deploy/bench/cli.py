@@ -53,8 +53,9 @@ class BenchGroup(click.Group):
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:  # a bug: still one line for the operator of the board
-            text = str(exc).strip()
-            _fail(f"unexpected {type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": "))
+            from .runner import one_line
+
+            _fail(f"unexpected {one_line(exc)}")
             sys.exit(EXIT_FAILED)
 
 

@@ -131,6 +131,9 @@ class _Entry:
 
     def fail(self, message: str) -> None:
         self.record["status"], self.record["error"] = "failed", message
+        self.close()
+
+    def close(self) -> None:
         if self.predictor is not None:
             try:
                 self.predictor.close()
@@ -219,12 +222,7 @@ def run_benchmark(paths: Sequence[Union[str, Path]], warmup: int = 10, runs: int
         document["interrupted"] = True
     finally:
         for entry in entries:
-            if entry.predictor is not None:
-                try:
-                    entry.predictor.close()
-                except Exception:
-                    pass
-                entry.predictor = None
+            entry.close()
     _finish(document, entries, timed_order, loop)
     document["wall_seconds"] = _r(time.perf_counter() - started, 3)
     peak, source = peak_rss()

@@ -175,12 +175,14 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         if fmt.build is not None:
             artifact, extra = fmt.build(job, onnx_path, staging, log)
         files = extra.pop("files", [])
+        limits = dict(extra.pop("parity_limits", {"max_abs": ONNX_MAX_ABS, "cosine": ONNX_MIN_COSINE}))
+        if job.min_cosine is not None:
+            limits["cosine"] = job.min_cosine
         parity = None
         if job.verify:
             log("verifying against the un-lowered PyTorch model")
             result = check_parity(model, fmt.runner(artifact, job), job.imgsz)
             parity = result.as_dict()
-            limits = extra.pop("parity_limits", {"max_abs": ONNX_MAX_ABS, "cosine": ONNX_MIN_COSINE})
             parity["limits"] = limits
             if result.max_abs > limits.get("max_abs", float("inf")) or result.cosine < limits["cosine"]:
                 raise ExportError(f"verification failed: max-abs {result.max_abs:.3g} (limit "

@@ -71,8 +71,8 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     if job.verify:
         from .verify import verification_inputs
 
-        inputs, _ = verification_inputs(job.imgsz)
-        np.save(work / "inputs.npy", _nhwc_pixels(inputs))
+        pixels = _nhwc_pixels(verification_inputs(job.imgsz)[0])
+        np.save(work / "inputs.npy", pixels)
         args += ["--inputs", str(work / "inputs.npy"), "--outputs", str(work / "outputs.npy")]
     analysis_dir = staging / f"{artifact.stem}.analysis"
     if job.analyze:
@@ -81,7 +81,8 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
         + (" (+ simulator verification)" if job.verify else ""))
     log_file = run_worker(env, WORKER, args, work, job, "build")
     report = json.loads((work / "report.json").read_text())
-    layers = parse_layer_table(log_file.read_text(errors="replace"))
+    build_log = log_file.read_text(errors="replace")
+    layers = parse_layer_table(build_log)
     if not layers:
         raise ExportError("rknn-toolkit2 printed no layer table — cannot check where the layers run")
     io = io_layers(layers)
@@ -89,18 +90,15 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     if cpu and job.model.startswith("edgeformer"):
         raise ExportError(f"{len(cpu)} layer(s) fall back to the CPU: {', '.join(cpu[:5])}")
     if job.verify:
-        np.savez(artifact.with_name(artifact.name + SIMULATOR_OUTPUTS), inputs=np.load(work / "inputs.npy"),
+        np.savez(artifact.with_name(artifact.name + SIMULATOR_OUTPUTS), inputs=pixels,
                  outputs=np.load(work / "outputs.npy"))
-    limits = dict(LIMITS[kind])
-    if job.min_cosine is not None:
-        limits["cosine"] = job.min_cosine
     rknn = {"target": job.target, "precision": kind, "toolkit": report["toolkit"],
             "build_seconds": report["build_seconds"],
             "layers": {"total": len(layers), "npu": sum(t == "NPU" for _, t, _ in layers),
                        "io_on_cpu": [f"{layers[i][0]} {layers[i][2]}" for i in sorted(io) if layers[i][1] == "CPU"],
                        "cpu_fallback": len(cpu), "cpu_fallback_layers": cpu},
             # rknn-toolkit2 cuts depthwise kernels longer than 16 taps itself (it logs "seperate_large_kernel_conv")
-            "toolkit_split_large_kernels": log_file.read_text(errors="replace").count("seperate_large_kernel_conv"),
+            "toolkit_split_large_kernels": build_log.count("seperate_large_kernel_conv"),
             "normalization": {"mean": [0, 0, 0], "std": [255, 255, 255], "on": "npu"}}
     if calibration:
         rknn["calibration"] = calibration
@@ -111,7 +109,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     extra = {
         "ops": dict(collections.Counter(op for op, _, _ in layers if op not in IO_OPERATORS)),
         "input": {"name": "images", "shape": [1, job.imgsz, job.imgsz, 3], "layout": "NHWC", "dtype": "uint8"},
-        "parity_limits": limits,
+        "parity_limits": LIMITS[kind],
         "files": files,
         "rknn": rknn,
     }

@@ -41,7 +41,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     np.save(calib, calibration_tensor(images, job.imgsz))
     log(f"converting to TFLite {kind} with onnx2tf")
     run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
-                + (["--int8"] if kind == "int8" else []), work, job, "convert")
+               + (["--int8"] if kind == "int8" else []), work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
     suffix = "" if kind == "fp32" else f"_{kind}"
     artifact = staging / f"{job.stem}{suffix}.tflite"
@@ -50,14 +50,11 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     bad = graph_problems(job.model, report)
     if bad:
         raise ExportError(f"TFLite graph is not clean: {'; '.join(bad)}")
-    limits = dict(LIMITS[kind])
-    if job.min_cosine is not None:
-        limits["cosine"] = job.min_cosine
     extra = {
         "ops": report["ops"],
         "input": {**report["input"], "layout": "NHWC"},
         "output": report["output"],
-        "parity_limits": limits,
+        "parity_limits": LIMITS[kind],
         "tflite": {"precision": kind, "converter": _converter_versions(),
                    "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
                    **({"calibration": {"images": len(images), "source": str(job.data) if job.data
@@ -71,8 +68,8 @@ def inspect(artifact: Path, imgsz: int, env, work: Path, job) -> dict:
     sample = work / "inspect_in.npy"
     np.save(sample, np.zeros((1, 3, imgsz, imgsz), np.float32))
     report = work / "report.json"
-    run_worker(env, WORKER, ["run", "--model", str(artifact), "--inputs", str(sample), "--out", str(work / "inspect_out.npy"),
-                      "--report", str(report)], work, job, "inspect")
+    run_worker(env, WORKER, ["run", "--model", str(artifact), "--inputs", str(sample), "--out",
+                             str(work / "inspect_out.npy"), "--report", str(report)], work, job, "inspect")
     return json.loads(report.read_text())
 
 
