@@ -40,11 +40,12 @@ def _manifest(path):
 
 @pytest.mark.parametrize("key", [("edgeformer_s", "conv"), ("edgeformer_s", "matmul"), ("mobilevit_s", None)])
 def test_artifact_reproduces_official_logits(exported, official_dir, key):
-    """Independent of our own gate: onnxruntime vs the logits the official code produced."""
+    """Independent of our own gate: onnxruntime vs the logits the official code produced. The fixture input
+    is what the official model received (BGR); the artifact takes the same image as RGB."""
     name = key[0]
     io = torch.load(official_dir / f"{name}_io.pt", weights_only=True)
     session = create_session(exported[key])
-    x = io["input_256"].numpy()
+    x = np.ascontiguousarray(io["input_256"].numpy()[:, ::-1])
     logits = np.concatenate([session.run(None, {"images": x[i:i + 1]})[0] for i in range(len(x))])
     assert np.abs(logits - io["logits_256"].numpy()).max() <= 1e-4
 
@@ -77,6 +78,9 @@ def test_manifest(exported, official_dir):
     assert manifest["input"] == {"name": "images", "shape": [1, 3, 256, 256], "layout": "NCHW", "dtype": "float32"}
     assert manifest["preprocess"]["resize"] == 288 and manifest["preprocess"]["crop"] == 256
     assert manifest["preprocess"]["channel_order"] == "RGB" and manifest["preprocess"]["std"] == [1.0] * 3
+    # the official checkpoint saw BGR: the swap lives in the stem convolution, the artifact takes RGB
+    assert manifest["preprocess"]["trained_channel_order"] == "BGR"
+    assert manifest["preprocess"]["channel_swap"] == "folded into the stem convolution"
     assert manifest["num_classes"] == 1000 and manifest["params"] == 5_037_088
     assert 1.5e9 < manifest["macs"] < 1.8e9
     assert manifest["ops"] == op_census(path)

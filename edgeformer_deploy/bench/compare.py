@@ -27,7 +27,8 @@ def wanted_precision(int8: bool, half: bool) -> str:
 
 
 def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str, weights_sha: Optional[str],
-                  gcc: Optional[str], gcc_taps: Optional[int], target: Optional[str]) -> Optional[Path]:
+                  gcc: Optional[str], gcc_taps: Optional[int], target: Optional[str],
+                  trained_channel_order: Optional[str] = None) -> Optional[Path]:
     """An artifact in ``output`` whose manifest matches the export that would be made, else None."""
     if not output.is_dir():
         return None
@@ -44,12 +45,16 @@ def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str
         weights = manifest.get("weights") if isinstance(manifest.get("weights"), dict) else {}
         have_sha = weights.get("sha256") if not weights.get("random") else None
         section = manifest.get(fmt) if isinstance(manifest.get(fmt), dict) else {}
+        pre = manifest.get("preprocess") if isinstance(manifest.get("preprocess"), dict) else {}
+        # manifests from before the field fed the checkpoint what the artifact took (RGB)
+        trained = pre.get("trained_channel_order", pre.get("channel_order", "RGB"))
         checks = [manifest.get("model") == model, manifest.get("format") == fmt, manifest.get("imgsz") == imgsz,
                   artifact_precision(manifest, path) == precision, have_sha == weights_sha,
                   manifest.get("batch", 1) == 1,
                   gcc is None or manifest.get("gcc", gcc) == gcc,
                   gcc_taps is None or manifest.get("gcc_max_taps", gcc_taps) == gcc_taps,
-                  target is None or target in (manifest.get("target"), section.get("target"))]
+                  target is None or target in (manifest.get("target"), section.get("target")),
+                  trained_channel_order is None or trained == trained_channel_order]
         if not all(checks):
             continue
         try:
@@ -105,7 +110,8 @@ def prepare_artifacts(*, fmt: str, imgsz: int, int8: bool, half: bool, data: Opt
                         int8=int8, half=half, data=data, **extra)
         weights_sha = sha256(Path(job.weights)) if job.weights is not None else None
         found = None if reexport else find_reusable(output, model, fmt, imgsz, precision, weights_sha,
-                                                     job.gcc_formulation, job.gcc_max_taps, target)
+                                                     job.gcc_formulation, job.gcc_max_taps, target,
+                                                     job.trained_channel_order)
         if found is not None:
             log(f"reusing {found} (manifest matches: {fmt}, {imgsz}x{imgsz}, {precision}, "
                 f"{'weights ' + weights_sha[:12] if weights_sha else 'random weights'})")

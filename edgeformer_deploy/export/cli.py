@@ -64,11 +64,15 @@ def _log(message: str) -> None:
               help="RKNN: Rockchip NPU chip, one of rk3588 (default), rk3576, rk3566, rk3568, rk3562.")
 @click.option("--analyze", is_flag=True,
               help="RKNN: run the toolkit's per-layer accuracy_analysis; report saved beside the artifact.")
+@click.option("--channel-order", default=None, metavar="rgb|bgr",
+              help="Channel order the checkpoint was trained on (default: the model's — BGR for the official "
+              "ParC-Net / ml-cvnets checkpoints; rgb for e.g. a fine-tune fed PIL images). Artifacts always "
+              "take RGB: a BGR swap is folded into the stem convolution.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity gate against the PyTorch model.")
 @click.option("--verbose", is_flag=True, help="Keep the converter logs beside the output.")
 @click.pass_context
 def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dynamic_batch, opset, exporter,
-         gcc, gcc_taps, half, int8, data, min_cosine, target, analyze, no_verify, verbose) -> None:
+         gcc, gcc_taps, half, int8, data, min_cosine, target, analyze, channel_order, no_verify, verbose) -> None:
     """Export EdgeFormer / MobileViT to a deployable format, verified against PyTorch.
 
     \b
@@ -86,7 +90,7 @@ def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dyn
     job = ExportJob(model=model_name, weights=weights, fmt=fmt, imgsz=imgsz, output=output, batch=batch,
                     dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, gcc=gcc, gcc_taps=gcc_taps,
                     verify=not no_verify, half=half, int8=int8, data=data, min_cosine=min_cosine, verbose=verbose,
-                    target=target, analyze=analyze)
+                    target=target, analyze=analyze, channel_order=channel_order)
     artifact = run_export(job, log=_log)
     import json
 

@@ -8,7 +8,10 @@
   padding has no zero border that the BN shift would have reached;
 * the position embeddings and BN shifts become one constant bias map added after the second convolution
   (the spatial path is affine, so that map is just the path evaluated at zero input);
-* every Conv+BN pair, and every BN directly in front of a 1x1 conv, folds into the conv; dropout goes.
+* every Conv+BN pair, and every BN directly in front of a 1x1 conv, folds into the conv; dropout goes;
+* optionally the input channel order is reversed inside the stem convolution (its weights' input
+  channels permuted — exact, the conv's zero padding is the same in every channel), so an artifact of a
+  BGR-trained checkpoint takes RGB like every camera, decoder and NPU frame does.
 """
 from __future__ import annotations
 
@@ -229,17 +232,36 @@ def gcc_feature_sizes(model: nn.Module, imgsz: int) -> dict[GCCBlock, int]:
     return sizes
 
 
+def stem_conv(model: nn.Module) -> nn.Conv2d:
+    """The convolution that reads the image: the first dense Conv2d with 3 input channels."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3 and module.groups == 1:
+            return module
+    raise ExportError("the model has no 3-channel stem convolution to fold the channel swap into")
+
+
 @torch.no_grad()
-def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None) -> nn.Module:
+def fold_channel_swap(model: nn.Module) -> None:
+    """Make ``model`` take its input with the channel order reversed (RGB <-> BGR), in place."""
+    conv = stem_conv(model)
+    conv.weight.copy_(conv.weight.flip(1))
+
+
+@torch.no_grad()
+def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None,
+                swap_input_channels: bool = False) -> nn.Module:
     """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
 
     ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
     convolutions) or ``matmul`` (circulant matrix products); both compute the same thing. ``max_taps`` cuts
-    the depthwise kernels into chunks of at most that many taps (``conv`` only).
+    the depthwise kernels into chunks of at most that many taps (``conv`` only). ``swap_input_channels``
+    folds an RGB <-> BGR swap into the stem convolution.
     """
     if gcc not in GCC_FORMULATIONS:
         raise ExportError(f"unknown GCC formulation {gcc!r}; choose one of: {', '.join(GCC_FORMULATIONS)}")
     model = copy.deepcopy(model).eval()
+    if swap_input_channels:
+        fold_channel_swap(model)
     sizes = gcc_feature_sizes(model, imgsz)
     for frame in [m for m in model.modules() if isinstance(m, OuterFrame)]:
         _lower_outer_frame(frame)

@@ -23,14 +23,17 @@ def package_versions(*names: str) -> dict[str, str]:
     return versions
 
 
-def preprocess_contract(imgsz: int) -> dict:
-    """ml-cvnets evaluation: RGB, short side -> imgsz+32 (bilinear), center crop, [0, 1], no mean/std."""
+def preprocess_contract(imgsz: int, channel_order: str, trained_channel_order: str) -> dict:
+    """ml-cvnets evaluation: short side -> imgsz+32 (OpenCV bilinear), center crop, [0, 1], no mean/std;
+    ``channel_order`` is what the artifact takes, ``trained_channel_order`` what the checkpoint saw."""
+    swap = "folded into the stem convolution" if channel_order != trained_channel_order else None
     return {"resize": imgsz + 32, "crop": imgsz, "interpolation": "bilinear", "scale": 1 / 255,
-            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "RGB"}
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": channel_order,
+            "trained_channel_order": trained_channel_order, "channel_swap": swap}
 
 
 def build_manifest(*, model: str, variant: str, fmt: str, artifact: Path, input_spec: dict, output_spec: dict,
-                   imgsz: int, num_classes: int, params: int, macs: int, ops: dict[str, int], parity: dict | None,
+                   imgsz: int, channel_order: str, trained_channel_order: str, num_classes: int, params: int, macs: int, ops: dict[str, int], parity: dict | None,
                    weights: dict | None, versions: dict[str, str], extra: dict | None = None) -> dict:
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -43,7 +46,7 @@ def build_manifest(*, model: str, variant: str, fmt: str, artifact: Path, input_
         "input": input_spec,
         "output": output_spec,
         "imgsz": imgsz,
-        "preprocess": preprocess_contract(imgsz),
+        "preprocess": preprocess_contract(imgsz, channel_order, trained_channel_order),
         "num_classes": num_classes,
         "params": params,
         "macs": macs,

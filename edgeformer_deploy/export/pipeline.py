@@ -22,6 +22,9 @@ MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC
 FORBIDDEN_EDGEFORMER_OPS = ("Resize", "Shape", "Gather", "Expand", "Where", "ConstantOfShape",
                             "BatchNormalization")
 ONNX_MAX_ABS, ONNX_MIN_COSINE = 1e-4, 0.99999
+# Every artifact takes RGB: a BGR-trained checkpoint's channel swap is folded into its stem convolution at
+# lowering (exact, free at run time), so cameras, decoders, RKNN frames and every runtime share one order.
+ARTIFACT_CHANNEL_ORDER = "RGB"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ExportJob:
     verbose: bool = False
     target: str | None = None  # RKNN: the Rockchip chip (default rk3588)
     analyze: bool = False  # RKNN: per-layer accuracy_analysis saved beside the artifact
+    channel_order: str | None = None  # what the checkpoint was trained on; None = the model's (BGR: official)
 
     @property
     def gcc_formulation(self) -> str:
@@ -54,6 +58,12 @@ class ExportJob:
     def gcc_max_taps(self) -> int | None:
         taps = FORMATS[self.fmt].gcc_taps_default if self.gcc_taps is None else self.gcc_taps
         return taps or None
+
+    @property
+    def trained_channel_order(self) -> str:
+        from ..models import model_spec
+
+        return (self.channel_order or model_spec(self.model).channel_order).upper()
 
     @property
     def stem(self) -> str:
@@ -68,6 +78,8 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"unknown model {job.model!r}; choose one of: {', '.join(list_models())}")
     if job.fmt not in FORMATS:
         raise ExportError(f"unknown format {job.fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if job.channel_order is not None and str(job.channel_order).upper() not in ("RGB", "BGR"):
+        raise ExportError(f"--channel-order must be rgb or bgr (got {job.channel_order!r})")
     if job.gcc not in (None, "conv", "matmul"):
         raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose conv or matmul")
     if job.imgsz < MIN_IMGSZ or job.imgsz % 32:
@@ -163,7 +175,11 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         taps = f", at most {job.gcc_max_taps} taps" if job.gcc_max_taps and job.gcc_formulation == "conv" else ""
         gcc = f" (GCC as {job.gcc_formulation}{taps})" if job.model.startswith("edgeformer") else ""
         log(f"lowering {job.model} for {job.imgsz}x{job.imgsz}{gcc}")
-        lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps)
+        swap = job.trained_channel_order != ARTIFACT_CHANNEL_ORDER
+        if swap:
+            log(f"folding the {job.trained_channel_order} -> {ARTIFACT_CHANNEL_ORDER} channel swap into the stem "
+                f"convolution (the artifact takes {ARTIFACT_CHANNEL_ORDER})")
+        lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap)
         onnx_path = staging / f"{job.stem}.onnx"
         log(f"exporting ONNX (opset {job.opset}, {job.exporter} exporter)")
         export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter)
@@ -181,7 +197,8 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         parity = None
         if job.verify:
             log("verifying against the un-lowered PyTorch model")
-            result = check_parity(model, fmt.runner(artifact, job), job.imgsz)
+            result = check_parity(model, fmt.runner(artifact, job), job.imgsz, ARTIFACT_CHANNEL_ORDER,
+                                  job.trained_channel_order)
             parity = result.as_dict()
             parity["limits"] = limits
             if result.max_abs > limits.get("max_abs", float("inf")) or result.cosine < limits["cosine"]:
@@ -198,7 +215,8 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
                    else {"file": None, "random": True})
         manifest = build_manifest(
             model=job.model, variant=job.model.split("_", 1)[1], fmt=job.fmt, artifact=artifact,
-            input_spec=input_spec, output_spec=output_spec, imgsz=job.imgsz, num_classes=_num_classes(model),
+            input_spec=input_spec, output_spec=output_spec, imgsz=job.imgsz, channel_order=ARTIFACT_CHANNEL_ORDER,
+            trained_channel_order=job.trained_channel_order, num_classes=_num_classes(model),
             params=count_params(model), macs=count_macs(model, job.imgsz),
             ops=extra.pop("ops", ops), parity=parity, weights=weights,
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *extra.pop("versions", ())),

@@ -89,9 +89,14 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     cpu = [f"{op} {name}" for i, (op, target, name) in enumerate(layers) if target == "CPU" and i not in io]
     if cpu and job.model.startswith("edgeformer"):
         raise ExportError(f"{len(cpu)} layer(s) fall back to the CPU: {', '.join(cpu[:5])}")
+    files = []
     if job.verify:
-        np.savez(artifact.with_name(artifact.name + SIMULATOR_OUTPUTS), inputs=pixels,
-                 outputs=np.load(work / "outputs.npy"))
+        # Kept beside the artifact: what the simulator computed on the verification frames (the shipped
+        # photos through the board's preprocessing, then noise) — the reference a board's outputs can be
+        # checked against, since the simulator cannot run a saved .rknn.
+        simulated = artifact.with_name(artifact.name + SIMULATOR_OUTPUTS)
+        np.savez(simulated, inputs=pixels, outputs=np.load(work / "outputs.npy"))
+        files.append(simulated)
     rknn = {"target": job.target, "precision": kind, "toolkit": report["toolkit"],
             "build_seconds": report["build_seconds"],
             "layers": {"total": len(layers), "npu": sum(t == "NPU" for _, t, _ in layers),
@@ -102,7 +107,6 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
             "normalization": {"mean": [0, 0, 0], "std": [255, 255, 255], "on": "npu"}}
     if calibration:
         rknn["calibration"] = calibration
-    files = []
     if job.analyze:
         rknn["analysis"] = {"dir": analysis_dir.name, **summarize_analysis(analysis_dir / "error_analysis.txt")}
         files.append(analysis_dir)

@@ -13,12 +13,13 @@ from ..runtime.preprocess import preprocess, sample_images
 NUM_RANDOM = 4
 
 
-def verification_inputs(imgsz: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """The shipped real photos (ml-cvnets eval preprocessing) followed by uniform-noise images."""
+def verification_inputs(imgsz: int, seed: int = 0, channel_order: str = "RGB") -> tuple[np.ndarray, list[str]]:
+    """The shipped real photos (ml-cvnets eval preprocessing, channels in ``channel_order``) followed by
+    uniform-noise images."""
     photos = sample_images()
     rng = np.random.default_rng(seed)
     noise = rng.random((NUM_RANDOM, 3, imgsz, imgsz), dtype=np.float32)
-    batch = np.concatenate([preprocess(p, imgsz) for p in photos] + [noise])
+    batch = np.concatenate([preprocess(p, imgsz, channel_order=channel_order) for p in photos] + [noise])
     return batch, [p.stem for p in photos] + [f"random_{i}" for i in range(NUM_RANDOM)]
 
 
@@ -52,6 +53,10 @@ def compare(reference: np.ndarray, candidate: np.ndarray, label: str) -> Parity:
                   top5_agreement=float(np.mean([set(a) == set(b) for a, b in zip(top5_ref, top5_out)])))
 
 
-def check_parity(model: nn.Module, run: Callable[[np.ndarray], np.ndarray], imgsz: int) -> Parity:
-    inputs, _ = verification_inputs(imgsz)
-    return compare(reference_logits(model, inputs), run(inputs), "pytorch (un-lowered)")
+def check_parity(model: nn.Module, run: Callable[[np.ndarray], np.ndarray], imgsz: int,
+                 input_order: str = "RGB", model_order: str = "RGB") -> Parity:
+    """``run`` (the artifact, fed ``input_order``) against the un-lowered model fed what it was trained on
+    (``model_order``): the photos through the same preprocessing, channels reversed if the orders differ."""
+    inputs, _ = verification_inputs(imgsz, channel_order=input_order)
+    reference_inputs = inputs if input_order == model_order else np.ascontiguousarray(inputs[:, ::-1])
+    return compare(reference_logits(model, reference_inputs), run(inputs), "pytorch (un-lowered)")

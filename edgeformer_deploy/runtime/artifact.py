@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from .errors import ArtifactError
+from .preprocess import CHANNEL_ORDERS
 
 SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".rknn": "rknn"}
 LAYOUTS = ("NCHW", "NHWC")
@@ -45,6 +46,7 @@ class Artifact:
     crop: int
     num_classes: int
     manifest: dict
+    channel_order: str = "RGB"  # what the artifact's input takes; manifests without the field: RGB
 
     @property
     def batch(self) -> Optional[int]:
@@ -96,10 +98,13 @@ def _spec(raw: dict) -> TensorSpec:
 
 def _from_manifest(path: Path, fmt: str, manifest: dict) -> Artifact:
     pre = manifest["preprocess"]
+    order = pre.get("channel_order", "RGB")
+    if order not in CHANNEL_ORDERS:
+        raise ArtifactError(f"{manifest_path(path)}: channel_order must be \"RGB\" or \"BGR\", got {order!r}")
     artifact = Artifact(path=path, format=str(manifest["format"]), model=str(manifest["model"]),
                         input=_spec(manifest["input"]), output=_spec(manifest["output"]),
                         resize=int(pre["resize"]), crop=int(pre["crop"]),
-                        num_classes=int(manifest["num_classes"]), manifest=manifest)
+                        num_classes=int(manifest["num_classes"]), manifest=manifest, channel_order=order)
     spec = artifact.input
     if spec.layout not in LAYOUTS or len(spec.shape) != 4:
         raise ValueError(f"input must be a 4-d NCHW or NHWC tensor, got {spec.layout} {list(spec.shape)}")

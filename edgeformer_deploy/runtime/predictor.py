@@ -82,7 +82,8 @@ class Predictor:
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images -> the artifact's input tensor (layout, dtype, quantisation from the manifest)."""
         spec = self.artifact.input
-        return to_model_input(self.crops(images), spec.layout, spec.dtype, spec.scale, spec.zero_point)
+        return to_model_input(self.crops(images), spec.layout, spec.dtype, spec.scale, spec.zero_point,
+                              channel_order=self.artifact.channel_order)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """Input tensor (any number of images) -> float32 logits [N, classes]. Fixed-batch artifacts

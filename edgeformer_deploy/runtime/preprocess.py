@@ -1,12 +1,13 @@
 """Image preprocessing of the official ml-cvnets evaluation, in numpy + Pillow only.
 
-The official EdgeFormer (ParC-Net, on ml-cvnets v0.1) evaluation transform is OpenCV based:
-short side to ``resize`` with ``cv2.INTER_LINEAR`` (long side ``int(resize * long / short)``, no
-resize when the short side already has that size), center crop ``crop`` x ``crop`` at
-``(h - crop) // 2``, RGB, scale to [0, 1], no mean/std. ``cv2.INTER_LINEAR`` samples at half-pixel
-centres with no antialiasing; Pillow's affine ``transform`` with BILINEAR does exactly that (measured:
-within 1 grey level of OpenCV, which rounds in fixed point), whereas ``Image.resize`` would
-antialias. Export verification uses this same code, so what is verified is what the board computes.
+The official EdgeFormer (ParC-Net, on ml-cvnets v0.1) evaluation reads images with ``cv2.imread`` (BGR)
+and transforms them with OpenCV: short side to ``resize`` with ``cv2.INTER_LINEAR`` (long side
+``int(resize * long / short)``, no resize when the short side already has that size), center crop
+``crop`` x ``crop`` at ``(h - crop) // 2``, scale to [0, 1], no mean/std. The resize here is OpenCV's
+fixed-point arithmetic reproduced bit for bit (:mod:`.cv_resize`), computed only for the crop window.
+Images are decoded as RGB (Pillow and OpenCV decode JPEGs to the same pixels); the channel order the
+artifact takes is applied last, in :func:`to_model_input`. Export verification uses this same code, so
+what is verified is what the board computes.
 """
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .cv_resize import resize_linear
 from .errors import ImageError
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
-_BILINEAR = Image.Resampling.BILINEAR  # Pillow >= 9.1
-_AFFINE = Image.Transform.AFFINE
+CHANNEL_ORDERS = ("RGB", "BGR")
 
 
 def sample_images() -> list[Path]:
@@ -85,35 +86,49 @@ def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
     return int(resize * width / height), resize
 
 
-def resize_crop(image: Image.Image, resize: int, crop: int) -> np.ndarray:
-    """Short side to ``resize`` (OpenCV-style bilinear), center crop -> crop x crop x 3 uint8."""
+def resize_crop(image: Union[Image.Image, np.ndarray], resize: int, crop: int) -> np.ndarray:
+    """Short side to ``resize`` (OpenCV INTER_LINEAR, bit-exact), center crop -> crop x crop x 3 uint8.
+
+    Only the crop window of the resized image is computed: the cost is bounded by the crop, whatever
+    the image's size or aspect ratio."""
     if resize < crop:
         raise ValueError(f"resize ({resize}) must be at least the crop size ({crop})")
-    width, height = image.size
-    if min(width, height) != resize:  # ml-cvnets leaves an image whose short side fits untouched
-        new_w, new_h = resized_size(width, height, resize)
-        # output pixel centre (x + 0.5) maps to input (x + 0.5) * width / new_w, as in cv2.resize
-        image = image.transform((new_w, new_h), _AFFINE, (width / new_w, 0, 0, 0, height / new_h, 0),
-                                resample=_BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
-    top, left = (pixels.shape[0] - crop) // 2, (pixels.shape[1] - crop) // 2
-    return pixels[top:top + crop, left:left + crop]
+    height, width = pixels.shape[:2]
+    if min(width, height) == resize:  # ml-cvnets leaves an image whose short side fits untouched
+        top, left = (height - crop) // 2, (width - crop) // 2
+        return np.ascontiguousarray(pixels[top:top + crop, left:left + crop])
+    new_w, new_h = resized_size(width, height, resize)
+    top, left = (new_h - crop) // 2, (new_w - crop) // 2
+    return resize_linear(pixels, new_w, new_h, rows=(top, top + crop), cols=(left, left + crop))
 
 
-def preprocess(source: ImageLike, imgsz: int, resize: Optional[int] = None) -> np.ndarray:
-    """One image -> float32 NCHW [1, 3, imgsz, imgsz] in [0, 1] (the models' native input)."""
-    pixels = resize_crop(load_image(source), resize or imgsz + 32, imgsz)
-    return (pixels.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+def preprocess(source: ImageLike, imgsz: int, resize: Optional[int] = None,
+               channel_order: str = "RGB") -> np.ndarray:
+    """One image -> float32 NCHW [1, 3, imgsz, imgsz] in [0, 1], channels in ``channel_order``
+    (``"BGR"`` is what the official pipeline feeds the official checkpoints)."""
+    pixels = resize_crop(load_image(source), resize or imgsz + 32, imgsz)[None]
+    return to_model_input(pixels, "NCHW", "float32", channel_order=channel_order)
+
+
+def check_channel_order(order: str) -> str:
+    """``order`` upper-cased if it is RGB or BGR, else ``ValueError``."""
+    name = str(order).upper()
+    if name not in CHANNEL_ORDERS:
+        raise ValueError(f"channel order must be RGB or BGR, got {order!r}")
+    return name
 
 
 def to_model_input(pixels: np.ndarray, layout: str, dtype: str, scale: Optional[float] = None,
-                   zero_point: Optional[int] = None) -> np.ndarray:
-    """NHWC uint8 crops -> the artifact's input tensor.
+                   zero_point: Optional[int] = None, channel_order: str = "RGB") -> np.ndarray:
+    """NHWC uint8 RGB crops -> the artifact's input tensor (channels reordered to ``channel_order``).
 
     float32/float16: [0, 1] (identical arithmetic to :func:`preprocess`); uint8 without quantisation:
     the raw pixels (RKNN normalises on the NPU); quantised int8/uint8: ``round(x / scale) + zero_point``
     of the [0, 1] values, saturated, as TFLite's own quantiser does.
     """
+    if check_channel_order(channel_order) == "BGR":
+        pixels = pixels[..., ::-1]
     if dtype == "uint8" and scale is None:
         tensor = np.ascontiguousarray(pixels, dtype=np.uint8)
     else:
