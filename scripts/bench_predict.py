@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from edgeformer_deploy.runtime.artifact import manifest_path
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("EDGEFORMER_FIXTURES", REPO.parent / "shared" / "fixtures" / "official"))
 CLI = Path(sys.executable).parent / "edgeformer-predict"
@@ -33,7 +35,7 @@ def default_artifacts(out: Path) -> list[Path]:
             subprocess.run([str(Path(sys.executable).parent / "edgeformer-export"), "--model", model, "--weights",
                             str(FIXTURES / f"{model}.pt"), "--imgsz", "256", "--output", str(out)], check=True)
         artifacts.append(artifact)
-    return artifacts + sorted(p for p in out.glob("*.tflite") if p.with_suffix(".json").exists())
+    return artifacts + sorted(p for p in out.glob("*.tflite") if manifest_path(p).exists())
 
 
 def one_run(artifact: Path, image: Path, threads: int) -> tuple[float, float, float]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from edgeformer_deploy.export.pipeline import ExportJob, run_export
+from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
 
 CONFIGS = [  # (model, int8, gcc_taps)
@@ -38,7 +39,7 @@ def main() -> None:
         started = time.perf_counter()
         artifact = run_export(job, log=lambda _msg: None)
         wall = time.perf_counter() - started
-        m = json.loads(artifact.with_suffix(".json").read_text())
+        m = json.loads(manifest_path(artifact).read_text())
         r, p = m["rknn"], m["parity"]
         split = "-" if model != "edgeformer_s" else ("toolkit" if taps == 0 else "lowering (16)")
         a = r["analysis"]

@@ -34,3 +34,27 @@ def tflite_artifacts(tmp_path_factory, official_dir):
             suffix = "" if precision == "fp32" else "_int8"
             artifacts[(name, precision)] = out / f"{name}_256{suffix}.tflite"
     return artifacts
+
+
+# (model, target, int8): both models at the default target in fp16, and int8 for one smaller NPU
+RKNN_CASES = [("edgeformer_s", "rk3588", False), ("mobilevit_s", "rk3588", False),
+              ("edgeformer_s", "rk3566", True), ("mobilevit_s", "rk3566", True)]
+
+
+@pytest.fixture(scope="session")
+def rknn_artifacts(tmp_path_factory, official_dir):
+    """The RKNN exports of the official-code fixtures (fp16 at rk3588, int8 at rk3566), once per session."""
+    from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
+
+    from helpers import run_cli
+
+    out = tmp_path_factory.mktemp("rknn")
+    artifacts = {}
+    for model, target, int8 in RKNN_CASES:
+        flags = ["--int8", "--data", SAMPLES_DIR, "--analyze"] if int8 else []
+        result = run_cli("edgeformer-export", "--model", model, "--weights", official_dir / f"{model}.pt",
+                         "--format", "rknn", "--target", target, "--output", out, *flags, timeout=1200,
+                         offline=True)
+        assert result.returncode == 0, result.stderr
+        artifacts[(model, target, int8)] = out / f"{model}_256_{target}{'_int8' if int8 else ''}.rknn"
+    return artifacts

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeformer_deploy.runtime.artifact import manifest_path
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_IMGSZ = 64
 NUM_CLASSES = 1000
@@ -144,7 +146,7 @@ def write_manifest(path: Path, *, fmt: str, model: str, imgsz: int, input_spec: 
                 "preprocess": {"resize": imgsz + 32, "crop": imgsz, "interpolation": "bilinear",
                                "scale": 1 / 255, "mean": [0.0] * 3, "std": [1.0] * 3, "channel_order": "RGB"},
                 "num_classes": output_spec["shape"][-1], **extra}
-    target = path.with_suffix(".json")
+    target = manifest_path(path)
     target.write_text(json.dumps(manifest, indent=2) + "\n")
     return target
 

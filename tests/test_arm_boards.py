@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR, sample_images
 from helpers import run_cli
 from runtime_artifacts import REPO_ROOT, export_onnx, write_tiny_tflite
@@ -102,7 +103,7 @@ def test_predict_on_board_equals_x86(boards, artifacts, board, key):
     want, got = json.loads(x86.stdout), json.loads(arm.stdout)
     assert got["backend"] == ("onnxruntime" if model.suffix == ".onnx" else TFLITE_BACKEND[board])
     reference, logits = np.float64(want["logits"]), np.float64(got["logits"])
-    if json.loads(model.with_suffix(".json").read_text())["output"].get("quantization"):
+    if json.loads(manifest_path(model).read_text())["output"].get("quantization"):
         # Integer kernels requantise differently per architecture / runtime version: compare as the int8
         # export gate does (x86: ai-edge-litert 2.3; armhf: tflite-runtime 2.14).
         cosine = (reference * logits).sum() / (np.linalg.norm(reference) * np.linalg.norm(logits))

@@ -13,6 +13,7 @@ import torch
 from edgeformer_deploy.errors import ExportError
 from edgeformer_deploy.export import pipeline
 from edgeformer_deploy.export.onnx_format import op_census
+from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.onnx_backend import create_session
 from helpers import assert_one_line_error as _assert_one_line_error, run_cli
 
@@ -35,7 +36,7 @@ def exported(tmp_path_factory, official_dir):
 
 
 def _manifest(path):
-    return json.loads(path.with_suffix(".json").read_text())
+    return json.loads(manifest_path(path).read_text())
 
 
 @pytest.mark.parametrize("key", [("edgeformer_s", "conv"), ("edgeformer_s", "matmul"), ("mobilevit_s", None)])
@@ -146,7 +147,7 @@ def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, needle", [
     (["--model", "resnet50"], "unknown model"),
     (["--imgsz", "250"], "multiple of 32"),
-    (["--imgsz", "32"], "at least 64"),
+    (["--imgsz", "32"], "from 64 to 1024"),
     (["--format", "coreml"], "unknown format"),
     (["--batch", "0"], "--batch"),
     (["--exporter", "dynamo", "--opset", "17"], "opset 18"),

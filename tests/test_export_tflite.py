@@ -10,13 +10,14 @@ import pytest
 
 from edgeformer_deploy.export.tflite_format import tflite_runner
 from edgeformer_deploy.export.verify import verification_inputs
+from edgeformer_deploy.runtime.artifact import manifest_path
 from helpers import assert_one_line_error as _assert_one_line_error, run_cli
 
 GCC_FILTERS_256_16_TAPS = 2 * 4 + 4 * 2 + 3 * 2  # stage 3: 32 taps -> 2 chunks per axis; stages 4, 5: one
 
 
 def _manifest(path):
-    return json.loads(path.with_suffix(".json").read_text())
+    return json.loads(manifest_path(path).read_text())
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

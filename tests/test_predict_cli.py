@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from edgeformer_deploy.runtime import Predictor
+from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.backends import install_hint
 from edgeformer_deploy.runtime.preprocess import sample_images
 from helpers import run_cli
@@ -76,7 +77,7 @@ def test_bad_models_exit_2_with_one_line(onnx_model, tmp_path):
     bare.write_bytes(onnx_model.read_bytes())
     other = tmp_path / "edgeformer_s_64.onnx"
     other.write_bytes(onnx_model.read_bytes()[:-10] + bytes(10))  # same size, different content
-    other.with_suffix(".json").write_text(onnx_model.with_suffix(".json").read_text())
+    manifest_path(other).write_text(manifest_path(onnx_model).read_text())
     for model, reason in [(bare, "no manifest"), (sample_images()[0], "unsupported model file type"),
                           (other, "sha256 differs"), (tmp_path / "nope.onnx", "model file not found")]:
         result = predict(sample_images()[0], "--model", model)

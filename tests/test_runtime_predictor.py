@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgeformer_deploy.runtime import ArtifactError, BackendMissing, Prediction, PredictError, Predictor
+from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.onnx_backend import create_session
 from edgeformer_deploy.runtime.preprocess import preprocess, sample_images
 from runtime_artifacts import (ARM_IMGSZ, OUTPUT_QUANT, export_onnx, tiny_reference, tiny_weights,
@@ -93,8 +94,8 @@ def test_missing_interpreter_names_the_package(tiny):
 def _copy(artifact, tmp_path, name=None):
     target = tmp_path / (name or artifact.name)
     target.write_bytes(artifact.read_bytes())
-    manifest = artifact.with_suffix(".json")
-    target.with_suffix(".json").write_text(manifest.read_text())
+    manifest = manifest_path(artifact)
+    manifest_path(target).write_text(manifest.read_text())
     return target
 
 
@@ -108,7 +109,7 @@ def test_manifest_errors(tiny, tmp_path):
     wrong_type.write_bytes(b"x")
     cases["unsupported model file type '.pt'"] = wrong_type
     broken = _copy(art, tmp_path, "broken.tflite")
-    broken.with_suffix(".json").write_text("{not json")
+    manifest_path(broken).write_text("{not json")
     cases["not valid JSON"] = broken
     renamed = _copy(art, tmp_path, "renamed.tflite")
     cases["manifest describes 'tiny_64.tflite'"] = renamed
@@ -125,16 +126,16 @@ def test_manifest_errors(tiny, tmp_path):
 
 def test_manifest_that_lies_about_the_input(tiny, tmp_path):
     art = _copy(tiny["fp32"], tmp_path, "tiny_64.tflite")
-    manifest = json.loads(art.with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(art).read_text())
     manifest["input"]["dtype"] = "int8"
     manifest["input"]["quantization"] = {"scale": 0.1, "zero_point": 0}
-    art.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(art).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="mismatch: model input is float32, manifest says int8"):
         Predictor(art)
-    manifest = json.loads(tiny["fp32"].with_suffix(".json").read_text())
+    manifest = json.loads(manifest_path(tiny["fp32"]).read_text())
     manifest["input"]["shape"] = [1, 96, 96, 3]
     manifest["preprocess"].update(resize=128, crop=96)
-    art.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest_path(art).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match=r"mismatch: model input is \[1, 64, 64, 3\]"):
         Predictor(art)
 

@@ -139,17 +139,22 @@ def benchmark_command(artifacts: Sequence, *, warmup: int, runs: int, threads: O
     from .display import RichProgress
     from .runner import run_benchmark
 
-    check_json_target(json_out)
+    created = check_json_target(json_out, artifacts)
+    try:
+        if emulate:
+            from .emulate import emulation_note, run_emulated_command
 
-    if emulate:
-        from .emulate import emulation_note, run_emulated_command
-
-        document = run_emulated_command(list(artifacts), emulate, warmup=warmup, runs=runs, threads=threads,
-                                        cpus=cpus, backend=backend, label=label)
-    else:
-        with RichProgress() as progress:
-            document = run_benchmark(list(artifacts), warmup, runs, threads, cpus, backend=backend,
-                                     npu_cores=npu_cores, measure_rss=measure_rss, label=label, progress=progress)
+            document = run_emulated_command(list(artifacts), emulate, warmup=warmup, runs=runs, threads=threads,
+                                            cpus=cpus, backend=backend, label=label)
+        else:
+            with RichProgress() as progress:
+                document = run_benchmark(list(artifacts), warmup, runs, threads, cpus, backend=backend,
+                                         npu_cores=npu_cores, measure_rss=measure_rss, label=label,
+                                         progress=progress)
+    except BaseException:
+        if created:
+            _drop_if_empty(json_out)
+        raise
     if extra:
         document.update(extra)
     code = emit(document, json_out)
@@ -158,20 +163,54 @@ def benchmark_command(artifacts: Sequence, *, warmup: int, runs: int, threads: O
     return code
 
 
-def check_json_target(json_out: Optional[str]) -> None:
-    """Refuse an unwritable --json before measuring anything, not after."""
+def check_json_target(json_out: Optional[str], artifacts: Sequence = ()) -> bool:
+    """Refuse a --json destination before measuring anything, not after: only a regular file (or a new
+    one, created here for real), never a device, FIFO or folder, never an artifact or a manifest."""
+    from ..runtime.artifact import SUFFIX_FORMATS, find_manifest
     from .runner import BenchError
 
     if not json_out or json_out == "-":
-        return
+        return False
     target = Path(json_out)
     folder = target.parent
     if target.is_dir():
         raise BenchError(f"--json {json_out} is a folder; give a file name")
+    if target.exists() and not target.is_file():
+        raise BenchError(f"--json {json_out} is not a regular file (a device, pipe or socket); give a file name")
+    protected = {Path(a).resolve() for a in artifacts}
+    protected |= {m.resolve() for m in (find_manifest(Path(a)) for a in artifacts) if m is not None}
+    if target.suffix.lower() in SUFFIX_FORMATS or target.resolve() in protected or _is_manifest(target):
+        raise BenchError(f"--json {json_out} is a model artifact or its manifest; give another file name")
     if not folder.is_dir():
         raise BenchError(f"--json {json_out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise BenchError(f"--json {json_out}: folder {folder} is not writable")
+    existed = target.exists()
+    try:
+        with open(target, "a"):  # created (or touched) for real: a read-only or full place fails now
+            pass
+    except OSError as exc:
+        raise BenchError(f"--json {json_out}: cannot write it ({exc.strerror or exc})") from None
+    return not existed
+
+
+def _drop_if_empty(json_out: str) -> None:
+    """Remove the empty file :func:`check_json_target` created when no document ever reached it."""
+    try:
+        if Path(json_out).stat().st_size == 0:
+            Path(json_out).unlink()
+    except OSError:
+        pass
+
+
+def _is_manifest(path: Path) -> bool:
+    import json
+
+    if not path.is_file() or path.stat().st_size > (16 << 20):
+        return False
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(document, dict) and "manifest_version" in document
 
 
 def emit(document: dict, json_out: Optional[str]) -> int:
@@ -185,9 +224,9 @@ def emit(document: dict, json_out: Optional[str]) -> int:
         sys.stdout.write(dumps(document))
         sys.stdout.flush()
         table_stream = sys.stderr
-    elif json_out:
+    print_result(document, table_stream)  # on screen before the file: a failed write loses no numbers
+    if json_out and json_out != "-":
         write_result(document, json_out)
-    print_result(document, table_stream)
     for artifact in document["artifacts"]:
         if artifact.get("status") != "ok":
             path, error = str(artifact.get("path")), str(artifact.get("error"))
@@ -251,7 +290,8 @@ def compare_command(fmt, imgsz, int8, half, data, target, weights_edgeformer, we
         _fail(f"compare needs the export toolchain (missing {getattr(exc, 'name', None) or exc}) — "
               "pip install torch==2.13.0 'edgeformer-deploy[export]'")
         sys.exit(EXIT_FAILED)
-    check_json_target(json_out)
+    if check_json_target(json_out):  # validated now; benchmark_command creates it again before measuring
+        _drop_if_empty(json_out)
     if emulate:
         from .emulate import check_format
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..runtime.artifact import SUFFIX_FORMATS, load_artifact, sha256
+from ..runtime.artifact import SUFFIX_FORMATS, find_manifest, load_artifact, sha256
 from ..runtime.errors import PredictError
 from .runner import BenchError, artifact_precision
 
@@ -32,7 +32,7 @@ def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str
     """An artifact in ``output`` whose manifest matches the export that would be made, else None."""
     if not output.is_dir():
         return None
-    for manifest_path in sorted(output.glob(f"{model}_{imgsz}*.json")):
+    for manifest_path in sorted(output.glob(f"{model}_{imgsz}*.json")):  # both manifest layouts
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
@@ -40,7 +40,7 @@ def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str
         if not isinstance(manifest, dict) or not isinstance(manifest.get("file"), str):
             continue
         path = output / manifest["file"]
-        if SUFFIX_FORMATS.get(path.suffix.lower()) != fmt.split("_")[0] or path.with_suffix(".json") != manifest_path:
+        if SUFFIX_FORMATS.get(path.suffix.lower()) != fmt.split("_")[0] or find_manifest(path) != manifest_path:
             continue
         weights = manifest.get("weights") if isinstance(manifest.get("weights"), dict) else {}
         have_sha = weights.get("sha256") if not weights.get("random") else None
@@ -66,7 +66,7 @@ def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str
 
 
 def _export_summary(artifact: Path) -> str:
-    manifest = json.loads(artifact.with_suffix(".json").read_text(encoding="utf-8"))
+    manifest = json.loads(find_manifest(artifact).read_text(encoding="utf-8"))
     parity = manifest.get("parity")
     checked = (f"max-abs {parity['max_abs']:.2e}, cosine {parity['cosine']:.7f} vs PyTorch" if parity
                else "not verified")

@@ -1,6 +1,7 @@
 """``edgeformer-export``: export a model to a deployable format; ``edgeformer-export models`` lists them."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -10,10 +11,20 @@ from ..errors import EdgeformerError
 from .formats import FORMATS
 
 
+class Terminated(BaseException):
+    """SIGTERM (docker stop, systemd, a CI timeout): unwinds like Ctrl-C, so staging folders and converter
+    workers are cleaned up on the way out."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 class _Group(click.Group):
     """Turns user-facing errors into one line on stderr and exit code 1 — never a traceback."""
 
     def invoke(self, ctx):
+        previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
         except EdgeformerError as exc:
@@ -23,9 +34,18 @@ class _Group(click.Group):
             click.echo(f"error: missing dependency '{exc.name}' — install the export extra: "
                        f"pip install torch==2.13.0 'edgeformer-deploy[export]'", err=True)
             sys.exit(1)
+        except OSError as exc:  # anything the pipeline did not name itself: still one line with the path
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted — nothing written", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("terminated — nothing written", err=True)
+            sys.exit(143)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _log(message: str) -> None:
@@ -94,7 +114,9 @@ def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dyn
     artifact = run_export(job, log=_log)
     import json
 
-    manifest = json.loads(artifact.with_suffix(".json").read_text())
+    from ..runtime.artifact import manifest_path
+
+    manifest = json.loads(manifest_path(artifact).read_text())
     parity = manifest.get("parity")
     summary = (f"max-abs {parity['max_abs']:.2e} vs PyTorch, cosine {parity['cosine']:.7f}, "
                f"top-1 agreement {parity['top1_agreement']:.0%}" if parity else "not verified")

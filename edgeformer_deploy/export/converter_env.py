@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import venv
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +59,22 @@ ENVS: dict[str, ConverterEnv] = {
 
 def envs_root() -> Path:
     if os.environ.get("EDGEFORMER_ENVS"):
-        return Path(os.environ["EDGEFORMER_ENVS"]).expanduser()
+        root = Path(os.environ["EDGEFORMER_ENVS"]).expanduser()
+        if root.exists() and not root.is_dir():
+            raise ExportError(f"EDGEFORMER_ENVS={root} is a file, not a folder for the converter environments")
+        return root
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "edgeformer-deploy" / "envs"
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: Linux sends it SIGTERM when the exporter dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def get_env(name: str) -> ConverterEnv:
@@ -127,9 +142,20 @@ def run_in_env(env: ConverterEnv, script: Path, args: list[str], cwd: Path, log_
     environment.update(TF_CPP_MIN_LOG_LEVEL="3", PATH=f"{env.python.parent}{os.pathsep}{environment.get('PATH', '')}",
                        PYTHONNOUSERSITE="1")
     with open(log_file, "w") as log:
-        result = subprocess.run([str(env.python), str(script), *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                env=environment)
-    if result.returncode != 0:
+        process = subprocess.Popen([str(env.python), str(script), *args], cwd=cwd, stdout=log,
+                                   stderr=subprocess.STDOUT, env=environment,
+                                   preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        try:
+            process.wait()
+        except BaseException:  # Ctrl-C, SIGTERM: the worker goes too, before its files are removed
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
+    if process.returncode != 0:
         lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if line.startswith("WORKER-ERROR:")), None)
         reason = reason[len("WORKER-ERROR:"):].strip() if reason else (lines[-1] if lines else "no output")

@@ -36,9 +36,9 @@ def _tflite_build(job, onnx_path, staging, log):
 
 
 def _tflite_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
-    from .tflite_format import tflite_runner
+    from .tflite_format import VERIFY_ENV, VERIFY_RUNTIME, tflite_runner
 
-    return tflite_runner(path, job)
+    return tflite_runner(path, job, runtime=VERIFY_RUNTIME, env_name=VERIFY_ENV)
 
 
 def _rknn_build(job, onnx_path, staging, log):

@@ -61,4 +61,11 @@ def build_manifest(*, model: str, variant: str, fmt: str, artifact: Path, input_
 
 
 def write_manifest(manifest: dict, path: Path) -> None:
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    """Valid JSON only: a NaN or infinity anywhere is an error, never written as ``NaN``."""
+    try:
+        text = json.dumps(manifest, indent=2, allow_nan=False)
+    except ValueError:
+        from ..errors import ExportError
+
+        raise ExportError("the manifest would hold a non-finite number (NaN/inf) — no artifact written") from None
+    path.write_text(text + "\n")

@@ -6,6 +6,7 @@ the artifact passed its checks, so a failed export leaves no partial file behind
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 import tempfile
@@ -15,9 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ExportError
+from ..runtime.artifact import legacy_manifest_path
+from .commit import commit
 from .formats import FORMATS
 
 MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC/MobileViT blocks
+# Largest size exported and verified here (EdgeFormer-S at 1024: GCC kernels of 128 taps, ~10 GB less
+# memory than 4096, which ran out of memory); detection/segmentation sizes (320, 512) fit well below it.
+MAX_IMGSZ = 1024
 # Shape arithmetic and dynamic ops a lowered EdgeFormer graph must not contain.
 FORBIDDEN_EDGEFORMER_OPS = ("Resize", "Shape", "Gather", "Expand", "Where", "ConstantOfShape",
                             "BatchNormalization")
@@ -82,8 +88,12 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"--channel-order must be rgb or bgr (got {job.channel_order!r})")
     if job.gcc not in (None, "conv", "matmul"):
         raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose conv or matmul")
-    if job.imgsz < MIN_IMGSZ or job.imgsz % 32:
-        raise ExportError(f"--imgsz must be a multiple of 32 and at least {MIN_IMGSZ} (got {job.imgsz})")
+    if job.imgsz < MIN_IMGSZ or job.imgsz > MAX_IMGSZ or job.imgsz % 32:
+        raise ExportError(f"--imgsz must be a multiple of 32 from {MIN_IMGSZ} to {MAX_IMGSZ} (got {job.imgsz})")
+    if job.min_cosine is not None and not (math.isfinite(job.min_cosine) and 0.0 <= job.min_cosine <= 1.0):
+        raise ExportError(f"--min-cosine must be a number from 0 to 1 (got {job.min_cosine})")
+    if job.data is not None and not job.int8:
+        raise ExportError("--data is the int8 calibration set: add --int8 (or drop --data)")
     if job.exporter == "dynamo" and job.opset < 18:
         raise ExportError(f"the dynamo exporter writes opset 18 or newer (got --opset {job.opset})")
     if job.batch < 1:
@@ -118,6 +128,10 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"missing {', '.join(missing)} — install the export extra: "
                           f"pip install torch==2.13.0 'edgeformer-deploy[export]'")
     _check_output_dir(Path(job.output))
+    for name in artifact_names(job):
+        if (Path(job.output) / name).is_dir():
+            raise ExportError(f"{Path(job.output) / name} is a folder: it would be replaced by the export — "
+                              f"move it or choose another --output")
 
 
 def _importable(name: str) -> bool:
@@ -137,6 +151,39 @@ def _check_output_dir(output: Path) -> None:
         raise ExportError(f"cannot create output folder {output}: {exc.strerror}") from None
     if not os.access(output, os.W_OK | os.X_OK):
         raise ExportError(f"output folder {output} is not writable")
+
+
+def _missing_parents(output: Path) -> list[Path]:
+    """The folders ``output.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    for folder in (output, *output.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stops at the first that holds something
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def artifact_names(job: ExportJob) -> tuple[str, str]:
+    """(artifact file name, manifest file name) that ``job`` will write."""
+    from ..runtime.artifact import manifest_path
+
+    if job.fmt == "rknn":
+        from .rknn_format import artifact_name
+
+        name = artifact_name(job)
+    elif job.fmt == "tflite":
+        name = f"{job.stem}{'_int8' if job.int8 else '_fp16' if job.half else ''}.tflite"
+    else:
+        name = f"{job.stem}.onnx"
+    return name, manifest_path(Path(name)).name
 
 
 def forbidden_ops(model: str, ops: dict[str, int], onnx_path: Path) -> list[str]:
@@ -163,11 +210,15 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
     from .verify import check_parity
 
     output = Path(job.output)
-    created = not output.exists()
+    created = _missing_parents(output)
     validate(job)
     fmt = FORMATS[job.fmt]
     started = time.perf_counter()
-    staging = Path(tempfile.mkdtemp(prefix=".edgeformer-export-", dir=output))
+    try:  # absolute: converter workers run in their own working directories
+        staging = Path(tempfile.mkdtemp(prefix=".edgeformer-export-", dir=output)).resolve()
+    except OSError as exc:
+        _remove_empty(created)
+        raise ExportError(f"cannot write into the output folder {output}: {exc.strerror or exc}") from None
     finished = False
     try:
         torch.manual_seed(0)  # reproducible random weights when none are given
@@ -201,7 +252,8 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
                                   job.trained_channel_order)
             parity = result.as_dict()
             parity["limits"] = limits
-            if result.max_abs > limits.get("max_abs", float("inf")) or result.cosine < limits["cosine"]:
+            finite = math.isfinite(result.max_abs) and math.isfinite(result.cosine)
+            if not finite or result.max_abs > limits.get("max_abs", float("inf")) or result.cosine < limits["cosine"]:
                 raise ExportError(f"verification failed: max-abs {result.max_abs:.3g} (limit "
                                   f"{limits.get('max_abs', 'none')}), cosine {result.cosine:.7f} "
                                   f"(limit {limits['cosine']}) — no artifact written")
@@ -222,21 +274,39 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *extra.pop("versions", ())),
             extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation, "gcc_max_taps": job.gcc_max_taps,
                    "export_seconds": round(time.perf_counter() - started, 2), **extra})
-        manifest_path = staging / f"{artifact.stem}.json"
-        write_manifest(manifest, manifest_path)
-        for path in files:  # reports that belong beside the artifact (e.g. RKNN accuracy analysis)
-            if (output / path.name).is_dir():
-                shutil.rmtree(output / path.name)
-            os.replace(path, output / path.name)
+        manifest_file = staging / manifest_name(artifact)
+        write_manifest(manifest, manifest_file)
         final = output / artifact.name
-        os.replace(artifact, final)
-        os.replace(manifest_path, output / manifest_path.name)
+        # one unit: the artifact, its manifest and the reports that belong beside it (RKNN analysis, …)
+        moves = [(artifact, final), (manifest_file, output / manifest_file.name)]
+        moves += [(path, output / path.name) for path in files]
+        commit(moves, backup_dir=staging)
         finished = True
+        legacy = legacy_manifest_path(final)  # an old-layout "<stem>.json" of this very file is now stale
+        if legacy.is_file() and _describes(legacy, final.name):
+            legacy.unlink()
         return final
+    except OSError as exc:  # a full disk, a vanished folder: one line naming the path
+        raise ExportError(f"cannot write {exc.filename or output}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if created and not finished and not any(output.iterdir()):
-            output.rmdir()  # leave the file system as we found it
+        if not finished:
+            _remove_empty(created)  # leave the file system as we found it
+
+
+def manifest_name(artifact: Path) -> str:
+    from ..runtime.artifact import manifest_path
+
+    return manifest_path(artifact).name
+
+
+def _describes(manifest: Path, name: str) -> bool:
+    import json
+
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("file") == name
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def _num_classes(model) -> int:

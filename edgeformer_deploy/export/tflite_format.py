@@ -16,6 +16,10 @@ from .converter_env import require_env, run_in_env, run_worker
 WORKER = Path(__file__).resolve().parent / "workers" / "tflite_worker.py"
 # Graph quality: a lowered EdgeFormer must be plain NHWC convolutions end to end.
 FORBIDDEN_PREFIXES = ("RESIZE_", "GATHER", "FLEX", "CUSTOM")
+# The parity gate runs the artifact in a board's interpreter: tflite-runtime 2.14, what an armv7 board
+# (RK3288) installs, also used on aarch64. The converter environment's ai-edge-litert 2.1 runs int8 MobileViT-S
+# less accurately than both board runtimes (cosine 0.987 vs 0.996 for tflite-runtime 2.14 and ai-edge-litert 2.3).
+VERIFY_ENV, VERIFY_RUNTIME = "tflite-runtime", "tflite_runtime"
 LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999}, "fp16": {"cosine": 0.9999}, "int8": {"cosine": 0.99}}
 
 
@@ -23,9 +27,13 @@ def precision(job) -> str:
     return "int8" if job.int8 else "fp16" if job.half else "fp32"
 
 
+def _pins(env_name: str) -> dict[str, str]:
+    lock = (Path(__file__).resolve().parent / "envs" / f"{env_name}.txt").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lock if "==" in line and not line.startswith("#"))
+
+
 def _converter_versions() -> dict[str, str]:
-    lock = (Path(__file__).resolve().parent / "envs" / "tflite.txt").read_text().splitlines()
-    pins = dict(line.split("==", 1) for line in lock if "==" in line and not line.startswith("#"))
+    pins = _pins("tflite")
     return {name: pins[name] for name in ("onnx2tf", "tensorflow", "ai-edge-litert") if name in pins}
 
 
@@ -56,6 +64,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
         "output": report["output"],
         "parity_limits": LIMITS[kind],
         "tflite": {"precision": kind, "converter": _converter_versions(),
+                   "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}",
                    "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
                    **({"calibration": {"images": len(images), "source": str(job.data) if job.data
                                        else "shipped sample photos"}} if kind == "int8" else {})},

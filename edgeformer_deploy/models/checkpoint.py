@@ -6,6 +6,7 @@ arbitrary objects (and so could run code) is refused, never executed.
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,8 +33,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    other = _other_file_kind(path)
+    if other:
+        raise CheckpointError(f"{path}: this is {other}, not a PyTorch checkpoint — --weights takes the "
+                              f".pt/.pth state dict (or .safetensors) the model was trained to")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols: the one refusal line is the message
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower():
             raise CheckpointError(f"{path}: refused — the pickle holds objects other than tensors "
@@ -42,6 +49,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # torch's unpickler raises anything from EOFError to IndexError on garbage
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
     return _unwrap(obj, path)
+
+
+def _other_file_kind(path: Path) -> str | None:
+    """Deployment artifacts people pass as --weights by mistake, by suffix and magic bytes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if head[:4] == b"RKNN" or path.suffix.lower() == ".rknn":
+        return "an RKNN model"
+    if head[4:8] == b"TFL3" or path.suffix.lower() == ".tflite":
+        return "a TFLite model"
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model"
+    return None
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """NaN/inf weights export into NaN outputs: refuse them at load, naming a few tensors."""
+    bad = [name for name, tensor in state.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+        raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values: {shown}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -99,5 +131,6 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         parts = [_summary(label, keys) for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
         raise CheckpointError(f"{path} does not fit {name}: " + "; ".join(parts))
+    check_finite(state, Path(path))
     model.load_state_dict(state, strict=True)
     return model

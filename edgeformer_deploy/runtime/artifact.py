@@ -58,8 +58,35 @@ class Artifact:
         return self.path.name
 
 
+MAX_MANIFEST_BYTES = 16 << 20
+
+
 def manifest_path(artifact: Path) -> Path:
-    return artifact.with_suffix(".json")
+    """``<artifact file name>.json``: each artifact owns its manifest (an ONNX and a TFLite export of the
+    same model and size no longer share ``<stem>.json``)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def legacy_manifest_path(artifact: Path) -> Path:
+    """``<stem>.json``, the layout of exports made before manifests were named after the whole file."""
+    return Path(artifact).with_suffix(".json")
+
+
+def find_manifest(artifact: Path) -> Optional[Path]:
+    """The manifest of ``artifact``: its own, else a legacy ``<stem>.json`` that describes this very file."""
+    own = manifest_path(artifact)
+    if own.is_file():
+        return own
+    legacy = legacy_manifest_path(artifact)
+    if legacy.is_file():
+        try:
+            described = json.loads(legacy.read_text(encoding="utf-8")).get("file")
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+            return legacy  # unreadable: load_artifact reports it
+        if described in (None, Path(artifact).name):
+            return legacy
+    return None
 
 
 def load_artifact(path: Union[str, Path], check_sha256: bool = True) -> Artifact:
@@ -71,21 +98,40 @@ def load_artifact(path: Union[str, Path], check_sha256: bool = True) -> Artifact
                             f"expected {', '.join(SUFFIX_FORMATS)}")
     if not path.is_file():
         raise ArtifactError(f"{path}: model file not found")
-    mpath = manifest_path(path)
-    if not mpath.is_file():
-        raise ArtifactError(f"{path}: no manifest beside it (expected {mpath.name}, written by edgeformer-export)")
+    mpath = find_manifest(path)
+    if mpath is None:
+        raise ArtifactError(f"{path}: no manifest beside it (expected {manifest_path(path).name}, "
+                            f"written by edgeformer-export)")
+    manifest = _read_manifest(mpath)
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{mpath}: manifest is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{mpath}: manifest is not a JSON object")
-    try:
-        artifact = _from_manifest(path, fmt, manifest)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{mpath}: malformed manifest ({type(exc).__name__}: {exc})") from None
+        artifact = _from_manifest(path, fmt, manifest, mpath)
+    except KeyError as exc:
+        raise ArtifactError(f"{mpath}: malformed manifest (missing field {exc})") from None
+    except (TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ArtifactError(f"{mpath}: malformed manifest ({_short(exc)})") from None
     _check_matches(artifact, check_sha256)
     return artifact
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _read_manifest(mpath: Path) -> dict:
+    try:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(f"{mpath}: manifest is larger than {MAX_MANIFEST_BYTES >> 20} MB — not a manifest")
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ArtifactError(f"{mpath}: cannot read the manifest ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise ArtifactError(f"{mpath}: manifest is not valid JSON (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{mpath}: manifest is not valid JSON ({_short(exc)})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{mpath}: manifest is not a JSON object")
+    return manifest
 
 
 def _spec(raw: dict) -> TensorSpec:
@@ -96,11 +142,11 @@ def _spec(raw: dict) -> TensorSpec:
                       zero_point=int(quant["zero_point"]) if quant else None)
 
 
-def _from_manifest(path: Path, fmt: str, manifest: dict) -> Artifact:
+def _from_manifest(path: Path, fmt: str, manifest: dict, mpath: Path) -> Artifact:
     pre = manifest["preprocess"]
     order = pre.get("channel_order", "RGB")
     if order not in CHANNEL_ORDERS:
-        raise ArtifactError(f"{manifest_path(path)}: channel_order must be \"RGB\" or \"BGR\", got {order!r}")
+        raise ArtifactError(f"{mpath}: channel_order must be \"RGB\" or \"BGR\", got {str(order)[:40]!r}")
     artifact = Artifact(path=path, format=str(manifest["format"]), model=str(manifest["model"]),
                         input=_spec(manifest["input"]), output=_spec(manifest["output"]),
                         resize=int(pre["resize"]), crop=int(pre["crop"]),
@@ -110,6 +156,8 @@ def _from_manifest(path: Path, fmt: str, manifest: dict) -> Artifact:
         raise ValueError(f"input must be a 4-d NCHW or NHWC tensor, got {spec.layout} {list(spec.shape)}")
     channels = spec.shape[1] if spec.layout == "NCHW" else spec.shape[3]
     size = spec.shape[2:] if spec.layout == "NCHW" else spec.shape[1:3]
+    if artifact.crop < 1 or artifact.resize < artifact.crop:
+        raise ValueError(f"preprocess resize {artifact.resize} / crop {artifact.crop} make no center crop")
     if channels != 3 or tuple(size) != (artifact.crop, artifact.crop):
         raise ValueError(f"input shape {list(spec.shape)} ({spec.layout}) is not 3x{artifact.crop}x{artifact.crop}")
     if spec.dtype not in DTYPES:

@@ -18,6 +18,19 @@ from .errors import ImageError, PredictError
 from .rknn_backend import NPU_CORE_MASKS
 
 EXIT_BAD_IMAGE, EXIT_BAD_MODEL = 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush of the dead pipe cannot raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def image_suffixes() -> set[str]:
@@ -69,6 +82,9 @@ def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
     try:
         code = predict_images(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
                               npu_cores, batch)
+    except BrokenPipeError:  # `edgeformer-predict … | head`: the reader is gone; stop quietly, like cat does
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
     except EdgeformerError as exc:
         _fail(str(exc))
         code = EXIT_BAD_MODEL
@@ -85,33 +101,46 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
     from .predictor import Predictor
     from .preprocess import read_image
 
+    import numpy as np
+
     predictor = Predictor(model_path, backend=backend, threads=threads, cpus=cpus, npu_cores=npu_cores)
     chunk = predictor.batch or batch or 1
     failed = 0
-    pending: list[tuple[Path, object]] = []
+    pending: list[tuple[Path, object]] = []  # (path, its crop: everything per image is done already)
 
-    def flush() -> None:
+    def flush() -> int:
         if not pending:
-            return
+            return 0
         started = time.perf_counter()
-        logits = predictor.logits([image for _, image in pending])
+        logits = predictor.run(predictor.to_input(np.stack([crop for _, crop in pending])))
         elapsed_ms = (time.perf_counter() - started) * 1e3
-        for (path, _), row, top in zip(pending, logits, predictor.top_k(logits, topk)):
+        bad = 0
+        for (path, _), row in zip(pending, logits):
+            if not np.isfinite(row).all():  # never printed as NaN, never counted as a prediction
+                bad += 1
+                _fail(f"{path}: the model produced non-finite outputs (NaN/inf) — the artifact is broken")
+                continue
+            top = predictor.top_k(row[None], topk)[0]
             show(path, top, row if with_logits else None, elapsed_ms, predictor, as_json)
         pending.clear()
+        return bad
 
     for path, error in expand_inputs(inputs):
         try:
             if error:
                 raise ImageError(error)
-            pending.append((path, read_image(path)))
+            pending.append((path, predictor.crops([read_image(path)])[0]))
         except PredictError as exc:
             failed += 1
             _fail(str(exc))
             continue
+        except MemoryError:
+            failed += 1
+            _fail(f"{path}: out of memory while preparing this image")
+            continue
         if len(pending) == chunk:
-            flush()
-    flush()
+            failed += flush()
+    failed += flush()
     predictor.close()
     return EXIT_BAD_IMAGE if failed else 0
 
@@ -122,7 +151,7 @@ def show(path, top, logits, elapsed_ms, predictor, as_json) -> None:
                   "top": [p._asdict() for p in top], "inference_ms": round(elapsed_ms, 3)}
         if logits is not None:
             record["logits"] = [float(v) for v in logits]
-        click.echo(json.dumps(record))
+        click.echo(json.dumps(record, allow_nan=False))
         return
     from rich.console import Console
     from rich.table import Table

@@ -40,19 +40,36 @@ def linear_taps(src: int, dst: int, start: int, stop: int, clamp_weights: bool):
     return s0, s1, w0, w1
 
 
-def resize_linear(image: np.ndarray, width: int, height: int, rows: Window = None,
-                  cols: Window = None) -> np.ndarray:
+def source_span(src: int, dst: int, start: int, stop: int, rows: bool) -> Tuple[int, int]:
+    """The source index range [first, last + 1) that output indices ``start..stop-1`` read."""
+    s0, s1, _, _ = linear_taps(src, dst, start, stop, clamp_weights=not rows)
+    return int(min(s0.min(), s1.min())), int(max(s0.max(), s1.max())) + 1
+
+
+def resize_linear(image: np.ndarray, width: int, height: int, rows: Window = None, cols: Window = None,
+                  source_shape: Optional[Tuple[int, int]] = None,
+                  source_offset: Tuple[int, int] = (0, 0)) -> np.ndarray:
     """``cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)[r0:r1, c0:c1]`` for a uint8
-    H x W x C image; ``rows``/``cols`` = (start, stop) of the output window (default: all of it)."""
+    H x W x C image; ``rows``/``cols`` = (start, stop) of the output window (default: all of it).
+
+    ``image`` may be just a part of the source image — ``source_shape`` (H, W) of the whole, this part
+    starting at ``source_offset`` (y, x) — as long as it holds every pixel the window reads
+    (:func:`source_span`)."""
     if image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError("resize_linear takes a uint8 H x W x C array")
-    src_h, src_w, channels = image.shape
+    src_h, src_w = source_shape or image.shape[:2]
+    channels = image.shape[2]
     r0, r1 = rows or (0, height)
     c0, c1 = cols or (0, width)
+    oy, ox = source_offset
     if (src_h, src_w) == (height, width):  # OpenCV copies when the size does not change
-        return image[r0:r1, c0:c1].copy()
+        return image[r0 - oy:r1 - oy, c0 - ox:c1 - ox].copy()
     ys0, ys1, b0, b1 = linear_taps(src_h, height, r0, r1, clamp_weights=False)
     xs0, xs1, a0, a1 = linear_taps(src_w, width, c0, c1, clamp_weights=True)
+    ys0, ys1, xs0, xs1 = ys0 - oy, ys1 - oy, xs0 - ox, xs1 - ox
+    if min(ys0.min(), ys1.min(), xs0.min(), xs1.min()) < 0 or max(ys0.max(), ys1.max()) >= image.shape[0] \
+            or max(xs0.max(), xs1.max()) >= image.shape[1]:
+        raise ValueError("the source part does not hold every pixel the output window reads")
     # Horizontal pass on just the source rows the window reads (exact integers, < 2**20).
     needed, inverse = np.unique(np.concatenate((ys0, ys1)), return_inverse=True)
     left = image[needed[:, None], xs0[None, :]].astype(np.int32)

@@ -81,8 +81,13 @@ class Predictor:
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Images -> the artifact's input tensor (layout, dtype, quantisation from the manifest)."""
+        return self.to_input(self.crops(images))
+
+    def to_input(self, crops: np.ndarray) -> np.ndarray:
+        """NHWC uint8 RGB crops (:meth:`crops`) -> the artifact's input tensor: channel order, layout,
+        dtype and quantisation as the manifest says."""
         spec = self.artifact.input
-        return to_model_input(self.crops(images), spec.layout, spec.dtype, spec.scale, spec.zero_point,
+        return to_model_input(crops, spec.layout, spec.dtype, spec.scale, spec.zero_point,
                               channel_order=self.artifact.channel_order)
 
     def run(self, tensor: np.ndarray) -> np.ndarray:

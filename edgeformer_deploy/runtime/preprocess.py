@@ -11,13 +11,15 @@ what is verified is what the board computes.
 """
 from __future__ import annotations
 
+import stat
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .cv_resize import resize_linear
+from .cv_resize import resize_linear, source_span
 from .errors import ImageError
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
@@ -33,7 +35,7 @@ def sample_images() -> list[Path]:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow image (RGBA, palette, grayscale, 16-bit, CMYK …) as 8-bit RGB, EXIF orientation applied."""
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(image) or image  # a copy only when the photo is really rotated
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit grayscale: Pillow's convert() clips instead of scaling; keep the top 8 bits.
         array = np.asarray(image, dtype=np.uint32)
@@ -49,20 +51,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def read_image(path: Union[str, Path]) -> Image.Image:
-    """Open an image file as RGB; raises :class:`ImageError` with a one-line reason."""
+    """Open an image file as RGB; raises :class:`ImageError` with a one-line reason. Only regular files
+    are opened (a FIFO or device named like a photo would block or never end)."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: file not found")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image)
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{path}: is a folder, not an image")
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path}: not a regular file (a pipe, socket or device), not opened")
+    try:
+        # Large photos are fine: only the crop window is resized. Pillow's hard limit (2x MAX_IMAGE_PIXELS)
+        # still refuses decompression bombs, as an error instead of a warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return to_rgb(image)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image (Pillow cannot identify the file)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image too large ({exc})") from None
+    except MemoryError:
+        raise ImageError(f"{path}: image too large to decode in the memory available") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
 
@@ -93,14 +108,27 @@ def resize_crop(image: Union[Image.Image, np.ndarray], resize: int, crop: int) -
     the image's size or aspect ratio."""
     if resize < crop:
         raise ValueError(f"resize ({resize}) must be at least the crop size ({crop})")
-    pixels = np.asarray(image, dtype=np.uint8)
-    height, width = pixels.shape[:2]
+    width, height = image.size if isinstance(image, Image.Image) else image.shape[1::-1]
     if min(width, height) == resize:  # ml-cvnets leaves an image whose short side fits untouched
         top, left = (height - crop) // 2, (width - crop) // 2
-        return np.ascontiguousarray(pixels[top:top + crop, left:left + crop])
+        return _pixels(image, (left, top, left + crop, top + crop))
     new_w, new_h = resized_size(width, height, resize)
     top, left = (new_h - crop) // 2, (new_w - crop) // 2
-    return resize_linear(pixels, new_w, new_h, rows=(top, top + crop), cols=(left, left + crop))
+    rows, cols = (top, top + crop), (left, left + crop)
+    # Only the source pixels the crop window reads are converted to an array (a 10000 x 10000 photo for a
+    # 64 x 64 model is not copied whole), then resized exactly as the full image would be.
+    y0, y1 = source_span(height, new_h, *rows, rows=True)
+    x0, x1 = source_span(width, new_w, *cols, rows=False)
+    return resize_linear(_pixels(image, (x0, y0, x1, y1)), new_w, new_h, rows=rows, cols=cols,
+                         source_shape=(height, width), source_offset=(y0, x0))
+
+
+def _pixels(image: Union[Image.Image, np.ndarray], box) -> np.ndarray:
+    """H x W x 3 uint8 of ``image`` cropped to ``box`` (left, top, right, bottom)."""
+    left, top, right, bottom = box
+    if isinstance(image, Image.Image):
+        return np.asarray(image.crop(box), dtype=np.uint8)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[top:bottom, left:right])
 
 
 def preprocess(source: ImageLike, imgsz: int, resize: Optional[int] = None,
