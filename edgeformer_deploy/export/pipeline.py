@@ -252,11 +252,9 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
                                   job.trained_channel_order)
             parity = result.as_dict()
             parity["limits"] = limits
-            finite = math.isfinite(result.max_abs) and math.isfinite(result.cosine)
-            if not finite or result.max_abs > limits.get("max_abs", float("inf")) or result.cosine < limits["cosine"]:
-                raise ExportError(f"verification failed: max-abs {result.max_abs:.3g} (limit "
-                                  f"{limits.get('max_abs', 'none')}), cosine {result.cosine:.7f} "
-                                  f"(limit {limits['cosine']}) — no artifact written")
+            failure = parity_failure(result.max_abs, result.cosine, limits)
+            if failure:
+                raise ExportError(f"verification failed: {failure} — no artifact written")
         batch = "batch" if job.dynamic_batch else job.batch
         layout = fmt.input_layout
         shape = [batch, 3, job.imgsz, job.imgsz] if layout == "NCHW" else [batch, job.imgsz, job.imgsz, 3]
@@ -292,6 +290,18 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         if not finished:
             _remove_empty(created)  # leave the file system as we found it
+
+
+def parity_failure(max_abs: float, cosine: float, limits: dict) -> str | None:
+    """Why the gate fails (None: it passes). A NaN or infinity fails every gate: comparisons with NaN are
+    false, so "not above the limit" is not "within the limit"."""
+    numbers = f"max-abs {max_abs:.3g} (limit {limits.get('max_abs', 'none')}), cosine {cosine:.7f} " \
+              f"(limit {limits['cosine']})"
+    if not (math.isfinite(max_abs) and math.isfinite(cosine)):
+        return f"non-finite outputs: {numbers}"
+    if max_abs > limits.get("max_abs", math.inf) or not cosine >= limits["cosine"]:
+        return numbers
+    return None
 
 
 def manifest_name(artifact: Path) -> str:

@@ -17,7 +17,7 @@ costs what the crop costs, not what the resize would.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -40,43 +40,39 @@ def linear_taps(src: int, dst: int, start: int, stop: int, clamp_weights: bool):
     return s0, s1, w0, w1
 
 
-def source_span(src: int, dst: int, start: int, stop: int, rows: bool) -> Tuple[int, int]:
-    """The source index range [first, last + 1) that output indices ``start..stop-1`` read."""
-    s0, s1, _, _ = linear_taps(src, dst, start, stop, clamp_weights=not rows)
-    return int(min(s0.min(), s1.min())), int(max(s0.max(), s1.max())) + 1
+RowFetcher = Callable[[np.ndarray, int, int], np.ndarray]
 
 
-def resize_linear(image: np.ndarray, width: int, height: int, rows: Window = None, cols: Window = None,
+def resize_linear(image: Optional[np.ndarray], width: int, height: int, rows: Window = None, cols: Window = None,
                   source_shape: Optional[Tuple[int, int]] = None,
-                  source_offset: Tuple[int, int] = (0, 0)) -> np.ndarray:
+                  fetch_rows: Optional[RowFetcher] = None) -> np.ndarray:
     """``cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)[r0:r1, c0:c1]`` for a uint8
     H x W x C image; ``rows``/``cols`` = (start, stop) of the output window (default: all of it).
 
-    ``image`` may be just a part of the source image — ``source_shape`` (H, W) of the whole, this part
-    starting at ``source_offset`` (y, x) — as long as it holds every pixel the window reads
-    (:func:`source_span`)."""
-    if image.dtype != np.uint8 or image.ndim != 3:
-        raise ValueError("resize_linear takes a uint8 H x W x C array")
-    src_h, src_w = source_shape or image.shape[:2]
-    channels = image.shape[2]
+    Instead of ``image``, ``fetch_rows(row_indices, x0, x1)`` may hand over just the source rows (and
+    columns ``x0:x1``) the window reads — ``source_shape`` (H, W) is then the whole image's size — so a
+    huge decoded photo is never copied whole."""
+    if fetch_rows is None:
+        if image.dtype != np.uint8 or image.ndim != 3:
+            raise ValueError("resize_linear takes a uint8 H x W x C array")
+        source_shape = image.shape[:2]
+        fetch_rows = lambda index, x0, x1: image[index, x0:x1]  # noqa: E731
+    src_h, src_w = source_shape
     r0, r1 = rows or (0, height)
     c0, c1 = cols or (0, width)
-    oy, ox = source_offset
     if (src_h, src_w) == (height, width):  # OpenCV copies when the size does not change
-        return image[r0 - oy:r1 - oy, c0 - ox:c1 - ox].copy()
+        return np.ascontiguousarray(fetch_rows(np.arange(r0, r1), c0, c1))
     ys0, ys1, b0, b1 = linear_taps(src_h, height, r0, r1, clamp_weights=False)
     xs0, xs1, a0, a1 = linear_taps(src_w, width, c0, c1, clamp_weights=True)
-    ys0, ys1, xs0, xs1 = ys0 - oy, ys1 - oy, xs0 - ox, xs1 - ox
-    if min(ys0.min(), ys1.min(), xs0.min(), xs1.min()) < 0 or max(ys0.max(), ys1.max()) >= image.shape[0] \
-            or max(xs0.max(), xs1.max()) >= image.shape[1]:
-        raise ValueError("the source part does not hold every pixel the output window reads")
-    # Horizontal pass on just the source rows the window reads (exact integers, < 2**20).
+    # Horizontal pass on just the source rows and columns the window reads (exact integers, < 2**20).
     needed, inverse = np.unique(np.concatenate((ys0, ys1)), return_inverse=True)
-    left = image[needed[:, None], xs0[None, :]].astype(np.int32)
-    right = image[needed[:, None], xs1[None, :]].astype(np.int32)
+    x0, x1 = int(min(xs0.min(), xs1.min())), int(max(xs0.max(), xs1.max())) + 1
+    src_rows = np.asarray(fetch_rows(needed, x0, x1), dtype=np.uint8)
+    left = src_rows[:, xs0 - x0].astype(np.int32)
+    right = src_rows[:, xs1 - x0].astype(np.int32)
     horizontal = left * a0.astype(np.int32)[None, :, None] + right * a1.astype(np.int32)[None, :, None]
     h0, h1 = horizontal[inverse[:len(ys0)]], horizontal[inverse[len(ys0):]]
     b0 = b0.astype(np.int32)[:, None, None]
     b1 = b1.astype(np.int32)[:, None, None]
     out = ((((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16) + 2) >> 2
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return np.clip(out, 0, 255).astype(np.uint8).reshape(len(ys0), len(xs0), -1)

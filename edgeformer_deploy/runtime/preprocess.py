@@ -19,7 +19,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .cv_resize import resize_linear, source_span
+from .cv_resize import resize_linear
 from .errors import ImageError
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
@@ -35,7 +35,8 @@ def sample_images() -> list[Path]:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow image (RGBA, palette, grayscale, 16-bit, CMYK …) as 8-bit RGB, EXIF orientation applied."""
-    image = ImageOps.exif_transpose(image) or image  # a copy only when the photo is really rotated
+    if image.getexif().get(0x0112, 1) not in (0, 1):  # EXIF orientation; transposing copies, so only if needed
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit grayscale: Pillow's convert() clips instead of scaling; keep the top 8 bits.
         array = np.asarray(image, dtype=np.uint32)
@@ -47,7 +48,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB image
 
 
 def read_image(path: Union[str, Path]) -> Image.Image:
@@ -115,12 +116,16 @@ def resize_crop(image: Union[Image.Image, np.ndarray], resize: int, crop: int) -
     new_w, new_h = resized_size(width, height, resize)
     top, left = (new_h - crop) // 2, (new_w - crop) // 2
     rows, cols = (top, top + crop), (left, left + crop)
-    # Only the source pixels the crop window reads are converted to an array (a 10000 x 10000 photo for a
-    # 64 x 64 model is not copied whole), then resized exactly as the full image would be.
-    y0, y1 = source_span(height, new_h, *rows, rows=True)
-    x0, x1 = source_span(width, new_w, *cols, rows=False)
-    return resize_linear(_pixels(image, (x0, y0, x1, y1)), new_w, new_h, rows=rows, cols=cols,
-                         source_shape=(height, width), source_offset=(y0, x0))
+    if not isinstance(image, Image.Image):
+        return resize_linear(np.asarray(image, dtype=np.uint8), new_w, new_h, rows=rows, cols=cols)
+    # Only the source rows the crop window reads are copied out of the decoded image (a 10000 x 10000
+    # photo for a 64 x 64 model is never converted to an array whole).
+    def fetch_rows(index: np.ndarray, x0: int, x1: int) -> np.ndarray:
+        return np.stack([np.asarray(image.crop((x0, int(y), x1, int(y) + 1)), dtype=np.uint8)[0]
+                         for y in index])
+
+    return resize_linear(None, new_w, new_h, rows=rows, cols=cols, source_shape=(height, width),
+                         fetch_rows=fetch_rows)
 
 
 def _pixels(image: Union[Image.Image, np.ndarray], box) -> np.ndarray:
