@@ -10,7 +10,6 @@ toolchain, torch) import their dependencies inside the command.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence

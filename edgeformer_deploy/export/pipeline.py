@@ -21,8 +21,8 @@ from .commit import commit
 from .formats import FORMATS
 
 MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC/MobileViT blocks
-# Largest size exported and verified here (EdgeFormer-S at 1024: GCC kernels of 128 taps, ~10 GB less
-# memory than 4096, which ran out of memory); detection/segmentation sizes (320, 512) fit well below it.
+# Largest input size accepted: the hostile-input campaign's --imgsz 4096 was past 8 GB of memory after 150 s;
+# 1024 (stage-3 GCC kernels of 128 taps) covers detection (320) and segmentation (512) with room to spare.
 MAX_IMGSZ = 1024
 # Shape arithmetic and dynamic ops a lowered EdgeFormer graph must not contain.
 FORBIDDEN_EDGEFORMER_OPS = ("Resize", "Shape", "Gather", "Expand", "Where", "ConstantOfShape",
@@ -211,7 +211,11 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
 
     output = Path(job.output)
     created = _missing_parents(output)
-    validate(job)
+    try:
+        validate(job)
+    except BaseException:
+        _remove_empty(created)  # validate() creates the output folder before its last checks
+        raise
     fmt = FORMATS[job.fmt]
     started = time.perf_counter()
     try:  # absolute: converter workers run in their own working directories
