@@ -98,10 +98,10 @@ def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
 
 def predict_images(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus, npu_cores,
                    batch) -> int:
+    import numpy as np
+
     from .predictor import Predictor
     from .preprocess import read_image
-
-    import numpy as np
 
     predictor = Predictor(model_path, backend=backend, threads=threads, cpus=cpus, npu_cores=npu_cores)
     chunk = predictor.batch or batch or 1
