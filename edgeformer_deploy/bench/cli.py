@@ -162,10 +162,11 @@ def benchmark_command(artifacts: Sequence, *, warmup: int, runs: int, threads: O
     return code
 
 
-def check_json_target(json_out: Optional[str], artifacts: Sequence = ()) -> bool:
+def check_json_target(json_out: Optional[str], artifacts: Sequence = (), create: bool = True) -> bool:
     """Refuse a --json destination before measuring anything, not after: only a regular file (or a new
-    one, created here for real), never a device, FIFO or folder, never an artifact or a manifest."""
-    from ..runtime.artifact import SUFFIX_FORMATS, find_manifest
+    one, created here for real unless ``create`` is false), never a device, FIFO or folder, never an
+    artifact or a manifest. Returns whether it created the file."""
+    from ..runtime.artifact import SUFFIX_FORMATS, find_manifest, read_json_object
     from .runner import BenchError
 
     if not json_out or json_out == "-":
@@ -178,10 +179,13 @@ def check_json_target(json_out: Optional[str], artifacts: Sequence = ()) -> bool
         raise BenchError(f"--json {json_out} is not a regular file (a device, pipe or socket); give a file name")
     protected = {Path(a).resolve() for a in artifacts}
     protected |= {m.resolve() for m in (find_manifest(Path(a)) for a in artifacts) if m is not None}
-    if target.suffix.lower() in SUFFIX_FORMATS or target.resolve() in protected or _is_manifest(target):
+    is_manifest = "manifest_version" in (read_json_object(target) or {})
+    if target.suffix.lower() in SUFFIX_FORMATS or target.resolve() in protected or is_manifest:
         raise BenchError(f"--json {json_out} is a model artifact or its manifest; give another file name")
     if not folder.is_dir():
         raise BenchError(f"--json {json_out}: folder {folder} does not exist")
+    if not create:
+        return False
     existed = target.exists()
     try:
         with open(target, "a"):  # created (or touched) for real: a read-only or full place fails now
@@ -198,18 +202,6 @@ def _drop_if_empty(json_out: str) -> None:
             Path(json_out).unlink()
     except OSError:
         pass
-
-
-def _is_manifest(path: Path) -> bool:
-    import json
-
-    if not path.is_file() or path.stat().st_size > (16 << 20):
-        return False
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return False
-    return isinstance(document, dict) and "manifest_version" in document
 
 
 def emit(document: dict, json_out: Optional[str]) -> int:
@@ -289,8 +281,7 @@ def compare_command(fmt, imgsz, int8, half, data, target, weights_edgeformer, we
         _fail(f"compare needs the export toolchain (missing {getattr(exc, 'name', None) or exc}) — "
               "pip install torch==2.13.0 'edgeformer-deploy[export]'")
         sys.exit(EXIT_FAILED)
-    if check_json_target(json_out):  # validated now; benchmark_command creates it again before measuring
-        _drop_if_empty(json_out)
+    check_json_target(json_out, create=False)  # before exporting; benchmark_command creates it before measuring
     if emulate:
         from .emulate import check_format
 

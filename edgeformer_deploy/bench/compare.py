@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..runtime.artifact import SUFFIX_FORMATS, find_manifest, load_artifact, sha256
+from ..runtime.artifact import SUFFIX_FORMATS, find_manifest, load_artifact, read_json_object, sha256
 from ..runtime.errors import PredictError
 from .runner import BenchError, artifact_precision
 
@@ -33,11 +33,8 @@ def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str
     if not output.is_dir():
         return None
     for manifest_path in sorted(output.glob(f"{model}_{imgsz}*.json")):  # both manifest layouts
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("file"), str):
+        manifest = read_json_object(manifest_path)
+        if manifest is None or not isinstance(manifest.get("file"), str):
             continue
         path = output / manifest["file"]
         if SUFFIX_FORMATS.get(path.suffix.lower()) != fmt.split("_")[0] or find_manifest(path) != manifest_path:

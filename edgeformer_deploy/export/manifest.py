@@ -33,8 +33,9 @@ def preprocess_contract(imgsz: int, channel_order: str, trained_channel_order: s
 
 
 def build_manifest(*, model: str, variant: str, fmt: str, artifact: Path, input_spec: dict, output_spec: dict,
-                   imgsz: int, channel_order: str, trained_channel_order: str, num_classes: int, params: int, macs: int, ops: dict[str, int], parity: dict | None,
-                   weights: dict | None, versions: dict[str, str], extra: dict | None = None) -> dict:
+                   imgsz: int, channel_order: str, trained_channel_order: str, num_classes: int, params: int,
+                   macs: int, ops: dict[str, int], parity: dict | None, weights: dict | None,
+                   versions: dict[str, str], extra: dict | None = None) -> dict:
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "model": model,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ExportError
-from ..runtime.artifact import legacy_manifest_path
+from ..runtime.artifact import legacy_manifest_path, read_json_object
+from ..runtime.preprocess import CHANNEL_ORDERS
 from .commit import commit
 from .formats import FORMATS
 
@@ -84,7 +85,7 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"unknown model {job.model!r}; choose one of: {', '.join(list_models())}")
     if job.fmt not in FORMATS:
         raise ExportError(f"unknown format {job.fmt!r}; choose one of: {', '.join(FORMATS)}")
-    if job.channel_order is not None and str(job.channel_order).upper() not in ("RGB", "BGR"):
+    if job.channel_order is not None and str(job.channel_order).upper() not in CHANNEL_ORDERS:
         raise ExportError(f"--channel-order must be rgb or bgr (got {job.channel_order!r})")
     if job.gcc not in (None, "conv", "matmul"):
         raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose conv or matmul")
@@ -177,12 +178,12 @@ def artifact_names(job: ExportJob) -> tuple[str, str]:
 
     if job.fmt == "rknn":
         from .rknn_format import artifact_name
-
-        name = artifact_name(job)
     elif job.fmt == "tflite":
-        name = f"{job.stem}{'_int8' if job.int8 else '_fp16' if job.half else ''}.tflite"
+        from .tflite_format import artifact_name
     else:
-        name = f"{job.stem}.onnx"
+        def artifact_name(job: ExportJob) -> str:
+            return f"{job.stem}.onnx"
+    name = artifact_name(job)
     return name, manifest_path(Path(name)).name
 
 
@@ -285,7 +286,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         commit(moves, backup_dir=staging)
         finished = True
         legacy = legacy_manifest_path(final)  # an old-layout "<stem>.json" of this very file is now stale
-        if legacy.is_file() and _describes(legacy, final.name):
+        if (read_json_object(legacy) or {}).get("file") == final.name:
             legacy.unlink()
         return final
     except OSError as exc:  # a full disk, a vanished folder: one line naming the path
@@ -312,15 +313,6 @@ def manifest_name(artifact: Path) -> str:
     from ..runtime.artifact import manifest_path
 
     return manifest_path(artifact).name
-
-
-def _describes(manifest: Path, name: str) -> bool:
-    import json
-
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("file") == name
-    except (OSError, ValueError, AttributeError, RecursionError):
-        return False
 
 
 def _num_classes(model) -> int:

@@ -27,6 +27,11 @@ def precision(job) -> str:
     return "int8" if job.int8 else "fp16" if job.half else "fp32"
 
 
+def artifact_name(job) -> str:
+    kind = precision(job)
+    return f"{job.stem}{'' if kind == 'fp32' else '_' + kind}.tflite"
+
+
 def _pins(env_name: str) -> dict[str, str]:
     lock = (Path(__file__).resolve().parent / "envs" / f"{env_name}.txt").read_text().splitlines()
     return dict(line.split("==", 1) for line in lock if "==" in line and not line.startswith("#"))
@@ -51,8 +56,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
                + (["--int8"] if kind == "int8" else []), work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
-    suffix = "" if kind == "fp32" else f"_{kind}"
-    artifact = staging / f"{job.stem}{suffix}.tflite"
+    artifact = staging / artifact_name(job)
     shutil.move(produced[kind], artifact)
     report = inspect(artifact, job.imgsz, env, work, job)
     bad = graph_problems(job.model, report)

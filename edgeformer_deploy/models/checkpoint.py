@@ -72,8 +72,7 @@ def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
     bad = [name for name, tensor in state.items()
            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
     if bad:
-        shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
-        raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values: {shown}")
+        raise CheckpointError(f"{path}: {_summary('tensor(s) with NaN or infinite values', bad)}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -73,6 +73,18 @@ def legacy_manifest_path(artifact: Path) -> Path:
     return Path(artifact).with_suffix(".json")
 
 
+def read_json_object(path: Path) -> Optional[dict]:
+    """The JSON object in ``path``, or None when it is not one (unreadable, too large, not JSON, not an
+    object) — for looking around; :func:`load_artifact` says what is wrong with a manifest it needs."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
+            return None
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def find_manifest(artifact: Path) -> Optional[Path]:
     """The manifest of ``artifact``: its own, else a legacy ``<stem>.json`` that describes this very file."""
     own = manifest_path(artifact)
@@ -80,12 +92,9 @@ def find_manifest(artifact: Path) -> Optional[Path]:
         return own
     legacy = legacy_manifest_path(artifact)
     if legacy.is_file():
-        try:
-            described = json.loads(legacy.read_text(encoding="utf-8")).get("file")
-        except (OSError, ValueError, UnicodeDecodeError, AttributeError, RecursionError):
-            return legacy  # unreadable: load_artifact reports it
-        if described in (None, Path(artifact).name):
-            return legacy
+        document = read_json_object(legacy)
+        if document is None or document.get("file") in (None, Path(artifact).name):
+            return legacy  # an unreadable one: load_artifact reports it
     return None
 
 
