@@ -17,8 +17,8 @@ OFFICIAL_PARAMS = {
 }
 
 
-def test_registry_lists_the_six_variants():
-    assert list_models() == list(OFFICIAL_PARAMS)
+def test_registry_lists_the_six_classifiers():
+    assert list_models("classification") == list(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name", list(OFFICIAL_PARAMS))

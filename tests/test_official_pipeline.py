@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgeformer_deploy.export.rknn_format import simulator_outputs
 from edgeformer_deploy.runtime import Predictor
 from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.preprocess import preprocess, read_image, sample_images
@@ -154,7 +155,7 @@ def test_rknn_simulator_matches_official(official, rknn_artifacts, onnx_256, cas
     with Predictor(onnx_256[model]) as predictor:
         frames = predictor.crops(sample_images())  # uint8 NHWC RGB, what RKNNLite is given on the board
     assert np.array_equal(saved["inputs"][:len(frames)], frames.astype(np.float32))
-    for photo, logits in zip(sample_images(), saved["outputs"]):
+    for photo, logits in zip(sample_images(), simulator_outputs(saved)[0]):
         reference = _reference(official, model, photo.name)
         if int8:
             assert_matches_official(logits, reference, cosine=0.99, topk=1, tie_band=TIE_BAND["int8"],

@@ -27,12 +27,12 @@ def calibration_images(data: Path | None) -> list[Path]:
     return images
 
 
-def calibration_tensor(images: list[Path], imgsz: int) -> np.ndarray:
-    """float32 NHWC [n, H, W, 3] in [0, 1], preprocessed exactly like inference."""
+def calibration_tensor(images: list[Path], imgsz: int, mode: str = "center_crop") -> np.ndarray:
+    """float32 NHWC [n, H, W, 3] in [0, 1], preprocessed exactly like inference (``mode``: the task's resize)."""
     batch = []
     for image in images:
         try:
-            batch.append(preprocess(image, imgsz)[0].transpose(1, 2, 0))
+            batch.append(preprocess(image, imgsz, mode=mode)[0].transpose(1, 2, 0))
         except Exception as exc:  # Pillow raises many types for broken files
             raise ExportError(f"calibration image {image} cannot be read: {exc}") from None
     return np.stack(batch).astype(np.float32)

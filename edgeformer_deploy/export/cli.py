@@ -60,7 +60,9 @@ def _log(message: str) -> None:
               help="Checkpoint (.pt/.pth state dict or .safetensors). Without it the weights are random.")
 @click.option("--format", "fmt", default="onnx", show_default=True,
               help="Export format: " + "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + ".")
-@click.option("--imgsz", default=256, show_default=True, type=int, help="Square input size, a multiple of 32.")
+@click.option("--imgsz", default=None, type=int,
+              help="Square input size, a multiple of 32 (default: the model's official size — 256 for "
+              "classifiers, 320 for the SSD detectors).")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("exports"), show_default=True,
               help="Output folder; the artifact is <model>_<imgsz>.<ext> with a .json manifest beside it.")
 @click.option("--batch", default=1, show_default=True, type=int, help="Static batch size.")
@@ -118,8 +120,13 @@ def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dyn
 
     manifest = json.loads(manifest_path(artifact).read_text())
     parity = manifest.get("parity")
-    summary = (f"max-abs {parity['max_abs']:.2e} vs PyTorch, cosine {parity['cosine']:.7f}, "
-               f"top-1 agreement {parity['top1_agreement']:.0%}" if parity else "not verified")
+    summary = "not verified"
+    if parity:
+        summary = f"max-abs {parity['max_abs']:.2e} vs PyTorch, cosine {parity['cosine']:.7f}"
+        if "top1_agreement" in parity:
+            summary += f", top-1 agreement {parity['top1_agreement']:.0%}"
+        if "detections" in parity:
+            summary += f", detections agree {parity['detections']['agreement']:.2%}"
     _log(f"wrote {artifact} ({manifest['size_bytes'] / 1e6:.1f} MB) in {manifest['export_seconds']:.1f} s; "
          f"parity: {summary}")
 
@@ -168,19 +175,20 @@ def env_remove(names) -> None:
 
 
 @main.command("models")
-@click.option("--imgsz", default=256, show_default=True, type=click.IntRange(min=32),
-              help="Square input size at which MACs are counted.")
-def models_command(imgsz: int) -> None:
-    """List the registered models with parameters and MACs."""
+@click.option("--imgsz", default=None, type=click.IntRange(min=32),
+              help="Square input size at which MACs are counted (default: each model's official size).")
+def models_command(imgsz: int | None) -> None:
+    """List the registered models with task, parameters and MACs."""
     from rich.console import Console
     from rich.table import Table
 
-    from ..models import count_macs, count_params, create_model, list_models
+    from ..models import count_macs, count_params, create_model, list_models, model_spec
 
-    table = Table(title=f"models (MACs at {imgsz}x{imgsz})")
-    for column in ("model", "params", "MACs"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = Table(title="models" + (f" (MACs at {imgsz}x{imgsz})" if imgsz else ""))
+    for column in ("model", "task", "imgsz", "params", "MACs"):
+        table.add_column(column, justify="left" if column in ("model", "task") else "right")
     for name in list_models():
-        model = create_model(name)
-        table.add_row(name, f"{count_params(model) / 1e6:.3f} M", f"{count_macs(model, imgsz) / 1e9:.3f} G")
+        model, size = create_model(name), imgsz or model_spec(name).imgsz
+        table.add_row(name, model_spec(name).task, str(size), f"{count_params(model) / 1e6:.3f} M",
+                      f"{count_macs(model, size) / 1e9:.3f} G")
     Console().print(table)

@@ -1,29 +1,58 @@
-"""The one table of export formats: name -> how to build the artifact and how to run it for verification."""
+"""The exporter's view of each format: the runtime's row (runtime/formats.py: suffix, backends, precisions,
+options) plus how to build the artifact and how to run it for verification."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List, Optional
 
 import numpy as np
+
+from ..runtime.formats import FORMATS as RUNTIME_FORMATS
+from ..runtime.formats import FormatInfo
+
+
+@dataclass
+class BuildResult:
+    """What a format's build hands back to the pipeline (the ONNX format's is the lowered ONNX itself)."""
+    artifact: Path
+    ops: Optional[dict] = None  # op census as the target runtime sees it (None: the ONNX census)
+    input: Optional[dict] = None  # input spec as the runtime reports it (None: the ONNX one)
+    outputs: Optional[List[dict]] = None  # output specs, in the ONNX output order (None: the ONNX ones)
+    parity_limits: dict = field(default_factory=lambda: {"max_abs": 1e-4, "cosine": 0.99999})
+    files: List[Path] = field(default_factory=list)  # reports kept beside the artifact
+    versions: tuple = ()  # packages whose versions go into the manifest
+    section: dict = field(default_factory=dict)  # the format's own manifest section, e.g. {"tflite": {…}}
+
+
+# (artifact, job) -> callable(NCHW float32 batch) -> every output, in the ONNX output order
+Runner = Callable[..., Callable[[np.ndarray], List[np.ndarray]]]
 
 
 @dataclass(frozen=True)
 class ExportFormat:
-    name: str
+    info: FormatInfo
     description: str
-    # (job, lowered onnx path, staging dir) -> artifact path, extra manifest fields
-    build: Callable | None
-    # (artifact, job) -> callable(NCHW float32 batch) -> logits
-    runner: Callable[..., Callable[[np.ndarray], np.ndarray]]
-    input_layout: str = "NCHW"
+    build: Optional[Callable]  # (job, lowered onnx path, staging dir, log) -> BuildResult
+    runner: Runner
     gcc_default: str = "conv"  # GCC formulation, chosen per format by measurement (BENCHMARKS.md)
-    gcc_taps_default: int | None = None  # cut depthwise GCC kernels into chunks of at most this many taps
-    static_batch_only: bool = False
-    requires: tuple[str, ...] = field(default_factory=tuple)
+    gcc_taps_default: Optional[int] = None  # cut depthwise GCC kernels into chunks of at most this many taps
+    requires: tuple = ("onnx", "onnxruntime", "onnxsim")
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def input_layout(self) -> str:
+        return self.info.input_layout
+
+    @property
+    def static_batch_only(self) -> bool:
+        return self.info.static_batch
 
 
-def _onnx_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
+def _onnx_runner(path: Path, job):
     from .onnx_format import onnx_runner
 
     return onnx_runner(path, None if job.dynamic_batch else job.batch)
@@ -35,7 +64,7 @@ def _tflite_build(job, onnx_path, staging, log):
     return build(job, onnx_path, staging, log)
 
 
-def _tflite_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
+def _tflite_runner(path: Path, job):
     from .tflite_format import VERIFY_ENV, VERIFY_RUNTIME, tflite_runner
 
     return tflite_runner(path, job, runtime=VERIFY_RUNTIME, env_name=VERIFY_ENV)
@@ -47,26 +76,21 @@ def _rknn_build(job, onnx_path, staging, log):
     return build(job, onnx_path, staging, log)
 
 
-def _rknn_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
+def _rknn_runner(path: Path, job):
     from .rknn_format import simulator_runner
 
     return simulator_runner(path, job)
 
 
-FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat("onnx", "ONNX (lowered, static shapes) for onnxruntime", build=None,
-                         runner=_onnx_runner, requires=("onnx", "onnxruntime", "onnxsim"),
-                         gcc_default="matmul"),  # circulant MatMul measured faster in onnxruntime
+FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
+    ExportFormat(RUNTIME_FORMATS["onnx"], "ONNX (lowered, static shapes) for onnxruntime", build=None,
+                 runner=_onnx_runner, gcc_default="matmul"),  # circulant MatMul measured faster in onnxruntime
     # Every GCC is a DEPTHWISE_CONV_2D in TFLite, cut into <=16-tap chunks: XNNPACK's static depthwise conv
     # falls off a cliff above ~25 taps (32 taps: 10.4 ms, 16 taps: 0.32 ms for the same layer; BENCHMARKS.md).
-    "tflite": ExportFormat("tflite", "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
-                           build=_tflite_build, runner=_tflite_runner, input_layout="NHWC",
-                           requires=("onnx", "onnxruntime", "onnxsim"), gcc_default="conv", gcc_taps_default=16,
-                           static_batch_only=True),
+    ExportFormat(RUNTIME_FORMATS["tflite"], "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
+                 build=_tflite_build, runner=_tflite_runner, gcc_default="conv", gcc_taps_default=16),
     # The NPU's depthwise kernels are at most 16 taps per side; cutting them in the lowering gives the graph
     # rknn-toolkit2 would make itself (BENCHMARKS.md: RKNN), so what runs is what we verified in ONNX.
-    "rknn": ExportFormat("rknn", "RKNN fp16/int8 for Rockchip NPUs via rknn-toolkit2 (managed environment)",
-                         build=_rknn_build, runner=_rknn_runner, input_layout="NHWC",
-                         requires=("onnx", "onnxruntime", "onnxsim"), gcc_default="conv", gcc_taps_default=16,
-                         static_batch_only=True),
-}
+    ExportFormat(RUNTIME_FORMATS["rknn"], "RKNN fp16/int8 for Rockchip NPUs via rknn-toolkit2 (managed environment)",
+                 build=_rknn_build, runner=_rknn_runner, gcc_default="conv", gcc_taps_default=16),
+)}

@@ -19,7 +19,7 @@ from ..errors import ExportError
 from ..runtime.artifact import legacy_manifest_path, read_json_object
 from ..runtime.preprocess import CHANNEL_ORDERS
 from .commit import commit
-from .formats import FORMATS
+from .formats import FORMATS, BuildResult
 
 MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC/MobileViT blocks
 # Largest input size accepted: --imgsz 4096 was past 8 GB of memory after 150 s; EdgeFormer-S at 1024 (stage-3
@@ -29,6 +29,8 @@ MAX_IMGSZ = 1024
 FORBIDDEN_EDGEFORMER_OPS = ("Resize", "Shape", "Gather", "Expand", "Where", "ConstantOfShape",
                             "BatchNormalization")
 ONNX_MAX_ABS, ONNX_MIN_COSINE = 1e-4, 0.99999
+ONNX_MIN_DETECTIONS = 0.99  # detection: final detections with a twin (verify.py), both ways
+INPUT_NAME = "images"
 # Every artifact takes RGB: a BGR-trained checkpoint's channel swap is folded into its stem convolution at
 # lowering (exact, free at run time), so cameras, decoders, RKNN frames and every runtime share one order.
 ARTIFACT_CHANNEL_ORDER = "RGB"
@@ -39,7 +41,7 @@ class ExportJob:
     model: str = "edgeformer_s"
     weights: Path | None = None
     fmt: str = "onnx"
-    imgsz: int = 256
+    imgsz: int | None = None  # None: the model's official evaluation size (classification 256, detection 320)
     output: Path = Path("exports")
     batch: int = 1
     dynamic_batch: bool = False
@@ -67,10 +69,14 @@ class ExportJob:
         return taps or None
 
     @property
-    def trained_channel_order(self) -> str:
+    def spec(self):
         from ..models import model_spec
 
-        return (self.channel_order or model_spec(self.model).channel_order).upper()
+        return model_spec(self.model)
+
+    @property
+    def trained_channel_order(self) -> str:
+        return (self.channel_order or self.spec.channel_order).upper()
 
     @property
     def stem(self) -> str:
@@ -85,6 +91,8 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"unknown model {job.model!r}; choose one of: {', '.join(list_models())}")
     if job.fmt not in FORMATS:
         raise ExportError(f"unknown format {job.fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if job.imgsz is None:
+        job.imgsz = job.spec.imgsz
     if job.channel_order is not None and str(job.channel_order).upper() not in CHANNEL_ORDERS:
         raise ExportError(f"--channel-order must be rgb or bgr (got {job.channel_order!r})")
     if job.gcc not in (None, "conv", "matmul"):
@@ -105,8 +113,11 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"--format {job.fmt} exports batch 1 only")
     if job.half and job.int8:
         raise ExportError("--half and --int8 exclude each other")
-    if (job.half or job.int8) and job.fmt == "onnx":
-        raise ExportError("--half/--int8 apply to --format tflite or rknn, not onnx")
+    precisions = FORMATS[job.fmt].info.precisions
+    for flag, precision in (("--half", "fp16"), ("--int8", "int8")):
+        if getattr(job, "half" if precision == "fp16" else "int8") and precision not in precisions:
+            takes = [name for name, f in FORMATS.items() if precision in f.info.precisions]
+            raise ExportError(f"{flag} applies to --format {' or '.join(takes)}, not {job.fmt}")
     if job.fmt == "rknn":
         from .rknn_format import DEFAULT_TARGET, check_target
 
@@ -190,8 +201,10 @@ def artifact_names(job: ExportJob) -> tuple[str, str]:
 def forbidden_ops(model: str, ops: dict[str, int], onnx_path: Path) -> list[str]:
     import onnx
 
+    from ..models import model_spec
+
     bad = [op for op in ("BatchNormalization",) if op in ops]
-    if model.startswith("edgeformer"):
+    if model_spec(model).has_gcc:
         bad = [op for op in FORBIDDEN_EDGEFORMER_OPS if op in ops]
         graph = onnx.load(str(onnx_path), load_external_data=False).graph
         if any(n.op_type == "Pad" and any(a.name == "mode" and a.s == b"wrap" for a in n.attribute)
@@ -207,7 +220,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
     from ..models import count_macs, count_params, create_model
     from .lowering import lower_model
     from .manifest import build_manifest, package_versions, sha256, write_manifest
-    from .onnx_format import INPUT_NAME, OUTPUT_NAME, export_onnx, op_census
+    from .onnx_format import OUTPUT_NAMES, export_onnx, onnx_outputs, op_census
     from .verify import check_parity
 
     output = Path(job.output)
@@ -217,7 +230,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
     except BaseException:
         _remove_empty(created)  # validate() creates the output folder before its last checks
         raise
-    fmt = FORMATS[job.fmt]
+    fmt, spec = FORMATS[job.fmt], job.spec
     started = time.perf_counter()
     try:  # absolute: converter workers run in their own working directories
         staging = Path(tempfile.mkdtemp(prefix=".edgeformer-export-", dir=output)).resolve()
@@ -229,7 +242,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         torch.manual_seed(0)  # reproducible random weights when none are given
         model = create_model(job.model, weights=job.weights).eval()
         taps = f", at most {job.gcc_max_taps} taps" if job.gcc_max_taps and job.gcc_formulation == "conv" else ""
-        gcc = f" (GCC as {job.gcc_formulation}{taps})" if job.model.startswith("edgeformer") else ""
+        gcc = f" (GCC as {job.gcc_formulation}{taps})" if spec.has_gcc else ""
         log(f"lowering {job.model} for {job.imgsz}x{job.imgsz}{gcc}")
         swap = job.trained_channel_order != ARTIFACT_CHANNEL_ORDER
         if swap:
@@ -237,52 +250,57 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
                 f"convolution (the artifact takes {ARTIFACT_CHANNEL_ORDER})")
         lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap)
         onnx_path = staging / f"{job.stem}.onnx"
+        names = OUTPUT_NAMES[spec.task]
         log(f"exporting ONNX (opset {job.opset}, {job.exporter} exporter)")
-        export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter)
+        export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter, names)
         ops = op_census(onnx_path)
         bad = forbidden_ops(job.model, ops, onnx_path)
         if bad:
             raise ExportError(f"lowered graph still contains {', '.join(bad)}")
-        artifact, extra = onnx_path, {}
-        if fmt.build is not None:
-            artifact, extra = fmt.build(job, onnx_path, staging, log)
-        files = extra.pop("files", [])
-        limits = dict(extra.pop("parity_limits", {"max_abs": ONNX_MAX_ABS, "cosine": ONNX_MIN_COSINE}))
+        post = task_postprocess(model, job)
+        built = (BuildResult(onnx_path, parity_limits={"max_abs": ONNX_MAX_ABS, "cosine": ONNX_MIN_COSINE,
+                                                       "detection_agreement": ONNX_MIN_DETECTIONS})
+                 if fmt.build is None else fmt.build(job, onnx_path, staging, log))
+        artifact = built.artifact
+        limits = dict(built.parity_limits)
         if job.min_cosine is not None:
             limits["cosine"] = job.min_cosine
         parity = None
         if job.verify:
             log("verifying against the un-lowered PyTorch model")
             result = check_parity(model, fmt.runner(artifact, job), job.imgsz, ARTIFACT_CHANNEL_ORDER,
-                                  job.trained_channel_order)
+                                  job.trained_channel_order, spec.task, spec.resize, names,
+                                  _anchors(post))
             parity = result.as_dict()
             parity["limits"] = limits
-            failure = parity_failure(result.max_abs, result.cosine, limits)
+            failure = parity_failure(result.max_abs, result.cosine, limits, result.detections)
             if failure:
                 raise ExportError(f"verification failed: {failure} — no artifact written")
         batch = "batch" if job.dynamic_batch else job.batch
         layout = fmt.input_layout
         shape = [batch, 3, job.imgsz, job.imgsz] if layout == "NCHW" else [batch, job.imgsz, job.imgsz, 3]
-        input_spec = extra.pop("input", {"name": INPUT_NAME, "shape": shape, "layout": layout, "dtype": "float32"})
-        output_spec = extra.pop("output", {"name": OUTPUT_NAME, "shape": [batch, _num_classes(model)],
-                                           "dtype": "float32"})
+        input_spec = built.input or {"name": INPUT_NAME, "shape": shape, "layout": layout, "dtype": "float32"}
+        outputs = built.outputs or onnx_outputs(onnx_path)
         weights = ({"file": Path(job.weights).name, "sha256": sha256(Path(job.weights))} if job.weights
                    else {"file": None, "random": True})
         manifest = build_manifest(
-            model=job.model, variant=job.model.split("_", 1)[1], fmt=job.fmt, artifact=artifact,
-            input_spec=input_spec, output_spec=output_spec, imgsz=job.imgsz, channel_order=ARTIFACT_CHANNEL_ORDER,
-            trained_channel_order=job.trained_channel_order, num_classes=_num_classes(model),
+            model=job.model, variant=job.model.rsplit("_", 1)[1], task=spec.task, fmt=job.fmt, artifact=artifact,
+            input_spec=input_spec, outputs=outputs, imgsz=job.imgsz, resize_mode=spec.resize,
+            channel_order=ARTIFACT_CHANNEL_ORDER, trained_channel_order=job.trained_channel_order,
+            num_classes=spec.num_classes, labels=spec.labels, postprocess=post,
             params=count_params(model), macs=count_macs(model, job.imgsz),
-            ops=extra.pop("ops", ops), parity=parity, weights=weights,
-            versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *extra.pop("versions", ())),
-            extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation, "gcc_max_taps": job.gcc_max_taps,
-                   "export_seconds": round(time.perf_counter() - started, 2), **extra})
+            ops=built.ops or ops, parity=parity, weights=weights,
+            versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *built.versions),
+            extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
+                   "gcc_max_taps": job.gcc_max_taps, "export_seconds": round(time.perf_counter() - started, 2),
+                   **({"output": outputs[0]} if spec.task == "classification" else {}),  # what v1 readers read
+                   **built.section})
         manifest_file = staging / manifest_name(artifact)
         write_manifest(manifest, manifest_file)
         final = output / artifact.name
         # one unit: the artifact, its manifest and the reports that belong beside it (RKNN analysis, …)
         moves = [(artifact, final), (manifest_file, output / manifest_file.name)]
-        moves += [(path, output / path.name) for path in files]
+        moves += [(path, output / path.name) for path in built.files]
         commit(moves, backup_dir=staging)
         finished = True
         legacy = legacy_manifest_path(final)  # an old-layout "<stem>.json" of this very file is now stale
@@ -297,7 +315,37 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             _remove_empty(created)  # leave the file system as we found it
 
 
-def parity_failure(max_abs: float, cosine: float, limits: dict) -> str | None:
+def task_postprocess(model, job: ExportJob) -> dict | None:
+    """The task's post-processing parameters for the manifest. Detection: the official ``predict()``
+    settings and the anchors for this input size, per level (grid + prior sizes) — the board expands them
+    (runtime.detect.expand_anchors), checked here to give the model's own priors bit for bit."""
+    if job.spec.task != "detection":
+        return None
+    import numpy as np
+
+    from ..models.ssd import CENTER_VARIANCE, SIZE_VARIANCE
+    from ..runtime.detect import DetectionParams, expand_anchors
+
+    levels = model.anchor_levels(job.imgsz)
+    if not np.array_equal(expand_anchors(levels), model.anchors(job.imgsz).numpy()):
+        raise ExportError("the board's anchor expansion differs from the model's priors")
+    defaults = DetectionParams()
+    return {"type": "ssd", "outputs": {"confidences": "confidences", "locations": "locations"},
+            "background_class": 0, "score_threshold": defaults.score_threshold,
+            "iou_threshold": defaults.iou_threshold, "top_k": defaults.top_k, "max_det": None,
+            "center_variance": CENTER_VARIANCE, "size_variance": SIZE_VARIANCE,
+            "box_format": "xyxy, normalised to the network input", "anchors": levels}
+
+
+def _anchors(post: dict | None):
+    if not post:
+        return None
+    from ..runtime.detect import expand_anchors
+
+    return expand_anchors(post["anchors"])
+
+
+def parity_failure(max_abs: float, cosine: float, limits: dict, detections: dict | None = None) -> str | None:
     """Why the gate fails (None: it passes). A NaN or infinity fails every gate: comparisons with NaN are
     false, so "not above the limit" is not "within the limit"."""
     numbers = f"max-abs {max_abs:.3g} (limit {limits.get('max_abs', 'none')}), cosine {cosine:.7f} " \
@@ -306,6 +354,9 @@ def parity_failure(max_abs: float, cosine: float, limits: dict) -> str | None:
         return f"non-finite outputs: {numbers}"
     if max_abs > limits.get("max_abs", math.inf) or not cosine >= limits["cosine"]:
         return numbers
+    floor = limits.get("detection_agreement")
+    if detections is not None and floor is not None and not detections["agreement"] >= floor:
+        return f"detections agree {detections['agreement']:.4f} (limit {floor}; {detections['rule']})"
     return None
 
 
@@ -314,6 +365,3 @@ def manifest_name(artifact: Path) -> str:
 
     return manifest_path(artifact).name
 
-
-def _num_classes(model) -> int:
-    return model.classifier.fc.out_features

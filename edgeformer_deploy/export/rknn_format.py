@@ -17,6 +17,8 @@ import numpy as np
 from ..errors import ExportError
 from .calibration import calibration_images, calibration_tensor
 from .converter_env import require_env, run_worker
+from .formats import BuildResult
+from .onnx_format import onnx_outputs
 
 WORKER = Path(__file__).resolve().parent / "workers" / "rknn_worker.py"
 DEFAULT_TARGET = "rk3588"
@@ -66,17 +68,18 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
         if job.data is None:
             log(f"warning: no --data given — calibrating int8 on the {len(images)} shipped sample photos "
                 f"(fine for testing; use a few hundred of your own images)")
-        args += ["--int8", "--dataset", str(_write_dataset(images, job.imgsz, work))]
+        args += ["--int8", "--dataset", str(_write_dataset(images, job.imgsz, work, job.spec.resize))]
         calibration = {"images": len(images), "source": str(job.data) if job.data else "shipped sample photos"}
     if job.verify:
         from .verify import verification_inputs
 
-        pixels = _nhwc_pixels(verification_inputs(job.imgsz)[0])
+        pixels = _nhwc_pixels(verification_inputs(job.imgsz, mode=job.spec.resize)[0])
         np.save(work / "inputs.npy", pixels)
-        args += ["--inputs", str(work / "inputs.npy"), "--outputs", str(work / "outputs.npy")]
+        args += ["--inputs", str(work / "inputs.npy"), "--outputs", str(work / "outputs.npz")]
     analysis_dir = staging / f"{artifact.stem}.analysis"
     if job.analyze:
-        args += ["--analyze", str(_analysis_input(job.imgsz, work)), "--analyze-dir", str(analysis_dir)]
+        args += ["--analyze", str(_analysis_input(job.imgsz, work, job.spec.resize)), "--analyze-dir",
+                 str(analysis_dir)]
     log(f"converting to RKNN {kind} for {job.target} with rknn-toolkit2"
         + (" (+ simulator verification)" if job.verify else ""))
     log_file = run_worker(env, WORKER, args, work, job, "build")
@@ -87,7 +90,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
         raise ExportError("rknn-toolkit2 printed no layer table — cannot check where the layers run")
     io = io_layers(layers)
     cpu = [f"{op} {name}" for i, (op, target, name) in enumerate(layers) if target == "CPU" and i not in io]
-    if cpu and job.model.startswith("edgeformer"):
+    if cpu and job.spec.has_gcc:
         raise ExportError(f"{len(cpu)} layer(s) fall back to the CPU: {', '.join(cpu[:5])}")
     files = []
     if job.verify:
@@ -95,7 +98,9 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
         # photos through the board's preprocessing, then noise) — the reference a board's outputs can be
         # checked against, since the simulator cannot run a saved .rknn.
         simulated = artifact.with_name(artifact.name + SIMULATOR_OUTPUTS)
-        np.savez(simulated, inputs=pixels, outputs=np.load(work / "outputs.npy"))
+        with np.load(work / "outputs.npz") as produced:
+            outputs = [produced[f"arr_{i}"] for i in range(len(produced.files))]
+        np.savez(simulated, inputs=pixels, **{f"output_{i}": out for i, out in enumerate(outputs)})
         files.append(simulated)
     rknn = {"target": job.target, "precision": kind, "toolkit": report["toolkit"],
             "build_seconds": report["build_seconds"],
@@ -110,14 +115,11 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     if job.analyze:
         rknn["analysis"] = {"dir": analysis_dir.name, **summarize_analysis(analysis_dir / "error_analysis.txt")}
         files.append(analysis_dir)
-    extra = {
-        "ops": dict(collections.Counter(op for op, _, _ in layers if op not in IO_OPERATORS)),
-        "input": {"name": "images", "shape": [1, job.imgsz, job.imgsz, 3], "layout": "NHWC", "dtype": "uint8"},
-        "parity_limits": LIMITS[kind],
-        "files": files,
-        "rknn": rknn,
-    }
-    return artifact, extra
+    return BuildResult(artifact, ops=dict(collections.Counter(op for op, _, _ in layers if op not in IO_OPERATORS)),
+                       input={"name": "images", "shape": [1, job.imgsz, job.imgsz, 3], "layout": "NHWC",
+                              "dtype": "uint8"},
+                       outputs=onnx_outputs(onnx_path), parity_limits=LIMITS[kind], files=files,
+                       section={"rknn": rknn})
 
 
 def _nhwc_pixels(nchw: np.ndarray) -> np.ndarray:
@@ -125,11 +127,11 @@ def _nhwc_pixels(nchw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nchw.transpose(0, 2, 3, 1) * np.float32(255), dtype=np.float32)
 
 
-def _write_dataset(images: list[Path], imgsz: int, work: Path) -> Path:
+def _write_dataset(images: list[Path], imgsz: int, work: Path, mode: str = "center_crop") -> Path:
     """The toolkit's dataset file: one path per line. The entries are our own center crops saved as uint8
     .npy (NCHW, the ONNX layout the toolkit expects of .npy), because the toolkit would plainly resize a
     JPEG, not short-side-resize + crop like inference."""
-    pixels = np.round(calibration_tensor(images, imgsz).transpose(0, 3, 1, 2) * 255).astype(np.uint8)
+    pixels = np.round(calibration_tensor(images, imgsz, mode).transpose(0, 3, 1, 2) * 255).astype(np.uint8)
     folder = work / "calibration"
     folder.mkdir()
     lines = []
@@ -141,11 +143,12 @@ def _write_dataset(images: list[Path], imgsz: int, work: Path) -> Path:
     return dataset
 
 
-def _analysis_input(imgsz: int, work: Path) -> Path:
+def _analysis_input(imgsz: int, work: Path, mode: str = "center_crop") -> Path:
     from ..runtime.preprocess import preprocess, sample_images
 
     path = work / "analysis_input.npy"
-    np.save(path, np.round(preprocess(sample_images()[0], imgsz) * 255).astype(np.uint8))  # NCHW, as .npy must be
+    pixels = preprocess(sample_images()[0], imgsz, mode=mode)
+    np.save(path, np.round(pixels * 255).astype(np.uint8))  # NCHW, as .npy must be
     return path
 
 
@@ -179,13 +182,20 @@ def summarize_analysis(report: Path) -> dict:
             "worst_single_layer": {"layer": worst_single[0], "cosine": worst_single[2]}}
 
 
+def simulator_outputs(saved) -> list[np.ndarray]:
+    """Every output of a ``.simulator.npz`` in order (files of older exports hold one "outputs" array)."""
+    if "outputs" in saved.files:
+        return [saved["outputs"]]
+    return [saved[f"output_{i}"] for i in range(sum(k.startswith("output_") for k in saved.files))]
+
+
 def simulator_runner(path: Path, job) -> Callable[[np.ndarray], np.ndarray]:
     """The simulator's outputs for the verification inputs it was given while building ``path``."""
     saved = np.load(path.with_name(path.name + SIMULATOR_OUTPUTS))
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> list[np.ndarray]:
         if not np.array_equal(_nhwc_pixels(x), saved["inputs"]):
             raise ExportError("the RKNN simulator only ran the build's verification inputs")
-        return saved["outputs"]
+        return simulator_outputs(saved)
 
     return run

@@ -12,6 +12,8 @@ import numpy as np
 from ..errors import ExportError
 from .calibration import calibration_images, calibration_tensor
 from .converter_env import require_env, run_in_env, run_worker
+from .formats import BuildResult
+from .onnx_format import onnx_outputs
 
 WORKER = Path(__file__).resolve().parent / "workers" / "tflite_worker.py"
 # Graph quality: a lowered EdgeFormer must be plain NHWC convolutions end to end.
@@ -51,7 +53,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
             f"(fine for testing; use a few hundred of your own images)")
     work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=staging))
     calib = work / "calibration.npy"
-    np.save(calib, calibration_tensor(images, job.imgsz))
+    np.save(calib, calibration_tensor(images, job.imgsz, job.spec.resize))
     log(f"converting to TFLite {kind} with onnx2tf")
     run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
                + (["--int8"] if kind == "int8" else []), work, job, "convert")
@@ -59,21 +61,36 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     artifact = staging / artifact_name(job)
     shutil.move(produced[kind], artifact)
     report = inspect(artifact, job.imgsz, env, work, job)
-    bad = graph_problems(job.model, report)
+    bad = graph_problems(job.spec.has_gcc, report)
     if bad:
         raise ExportError(f"TFLite graph is not clean: {'; '.join(bad)}")
-    extra = {
-        "ops": report["ops"],
-        "input": {**report["input"], "layout": "NHWC"},
-        "output": report["output"],
-        "parity_limits": LIMITS[kind],
-        "tflite": {"precision": kind, "converter": _converter_versions(),
-                   "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}",
-                   "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
-                   **({"calibration": {"images": len(images), "source": str(job.data) if job.data
-                                       else "shipped sample photos"}} if kind == "int8" else {})},
-    }
-    return artifact, extra
+    outputs = match_outputs(report["outputs"], onnx_outputs(onnx_path))
+    section = {"tflite": {"precision": kind, "converter": _converter_versions(),
+                          "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}",
+                          "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
+                          **({"calibration": {"images": len(images), "source": str(job.data) if job.data
+                                              else "shipped sample photos"}} if kind == "int8" else {})}}
+    return BuildResult(artifact, ops=report["ops"], input={**report["input"], "layout": "NHWC"},
+                       # the ONNX (task) name, and the interpreter's own tensor name the board looks it up by
+                       outputs=[{**spec, "name": onnx["name"], "tensor": spec["name"]}
+                                for (spec, _), onnx in zip(outputs, onnx_outputs(onnx_path))],
+                       parity_limits=LIMITS[kind], section=section)
+
+
+def match_outputs(tflite: list[dict], onnx: list[dict]) -> list[tuple[dict, int]]:
+    """Each ONNX output (in ONNX order) with its TFLite output and that output's interpreter index: by name
+    (onnx2tf keeps the ONNX output names), else by shape."""
+    matched = []
+    for spec in onnx:
+        index = next((i for i, t in enumerate(tflite) if t["name"] == spec["name"]), None)
+        if index is None:
+            index = next((i for i, t in enumerate(tflite) if t["shape"] == spec["shape"]
+                          and i not in [m for _, m in matched]), None)
+        if index is None:
+            raise ExportError(f"the TFLite model has no output like ONNX output {spec['name']} {spec['shape']} "
+                              f"(it has {[(t['name'], t['shape']) for t in tflite]})")
+        matched.append((tflite[index], index))
+    return matched
 
 
 def inspect(artifact: Path, imgsz: int, env, work: Path, job) -> dict:
@@ -86,9 +103,9 @@ def inspect(artifact: Path, imgsz: int, env, work: Path, job) -> dict:
     return json.loads(report.read_text())
 
 
-def graph_problems(model: str, report: dict) -> list[str]:
+def graph_problems(has_gcc: bool, report: dict) -> list[str]:
     problems = [op for op in report["ops"] if op.startswith(("FLEX", "CUSTOM"))]
-    if not model.startswith("edgeformer"):
+    if not has_gcc:
         return problems  # MobileViT's unfold/fold are transposes by design
     sequence = report["op_sequence"]
     transposes = [i for i, op in enumerate(sequence) if op == "TRANSPOSE"]
@@ -99,16 +116,23 @@ def graph_problems(model: str, report: dict) -> list[str]:
 
 
 def tflite_runner(path: Path, job, runtime: str | None = None, env_name: str = "tflite"):
-    """Callable NCHW float32 batch -> float logits, run by the interpreter in a managed environment."""
+    """Callable NCHW float32 batch -> every output (dequantised; NHWC outputs as the interpreter gives them),
+    in the ONNX output order, run by the interpreter in a managed environment."""
     env = require_env(env_name)
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> list[np.ndarray]:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             np.save(tmp / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
-            args = ["run", "--model", str(path), "--inputs", str(tmp / "x.npy"), "--out", str(tmp / "y.npy")]
+            args = ["run", "--model", str(path), "--inputs", str(tmp / "x.npy"), "--out", str(tmp / "y.npz")]
             run_in_env(env, WORKER, args + (["--runtime", runtime] if runtime else []), cwd=tmp,
                        log_file=tmp / "run.log")
-            return np.load(tmp / "y.npy")
+            with np.load(tmp / "y.npz") as saved:
+                found = {int(key.split(":", 1)[0]): (key.split(":", 1)[1], saved[key]) for key in saved.files}
+        tflite = [{"name": name, "shape": [1, *array.shape[1:]]} for _, (name, array) in sorted(found.items())]
+        lowered = path.parent / f"{job.stem}.onnx"  # beside the artifact in the export's staging folder
+        if not lowered.exists():
+            return [found[i][1] for i in sorted(found)]
+        return [found[index][1] for _, index in match_outputs(tflite, onnx_outputs(lowered))]
 
     return run

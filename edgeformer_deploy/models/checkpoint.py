@@ -15,7 +15,9 @@ from torch import nn
 from ..errors import CheckpointError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
-_ALIAS_PREFIX = ("residual.", "layer_5.0.")  # official EdgeFormer keeps a second reference to layer_5.0
+# Official EdgeFormer keeps a second reference to layer_5.0 ("residual"), at the top level of a classifier and
+# under "encoder." in the detection / segmentation wrappers.
+_ALIASES = (("residual.", "layer_5.0."), ("encoder.residual.", "encoder.layer_5.0."))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -99,13 +101,12 @@ def _all_tensors(d: dict) -> bool:
 
 
 def _drop_official_alias(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    alias, target = _ALIAS_PREFIX
-    if any(k.startswith(alias) for k in expected):
-        return state
+    aliases = [(a, t) for a, t in _ALIASES if not any(k.startswith(a) for k in expected)]
     out = {}
     for key, value in state.items():
-        if key.startswith(alias):
-            twin = state.get(target + key[len(alias):])
+        alias = next(((a, t) for a, t in aliases if key.startswith(a)), None)
+        if alias is not None:
+            twin = state.get(alias[1] + key[len(alias[0]):])
             if twin is not None and twin.shape == value.shape and torch.equal(twin, value):
                 continue  # identical alias of layer_5.0.*: nothing to load
         out[key] = value
@@ -115,6 +116,17 @@ def _drop_official_alias(state: dict[str, torch.Tensor], expected: set[str]) -> 
 def _summary(label: str, keys: list[str]) -> str:
     shown = ", ".join(keys[:3]) + (f", … (+{len(keys) - 3})" if len(keys) > 3 else "")
     return f"{len(keys)} {label} ({shown})"
+
+
+def _checkpoint_task(state: dict[str, torch.Tensor]) -> str | None:
+    """What the official wrappers name their heads: ssd_heads.* / seg_head.* / classifier.fc.*."""
+    if any(k.startswith("ssd_heads.") for k in state):
+        return "detection"
+    if any(k.startswith("seg_head.") for k in state):
+        return "segmentation"
+    if any(k.startswith("classifier.fc.") for k in state):
+        return "classification"
+    return None
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -129,7 +141,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         name = getattr(model, "model_name", type(model).__name__)
         parts = [_summary(label, keys) for label, keys in
                  (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
-        raise CheckpointError(f"{path} does not fit {name}: " + "; ".join(parts))
+        kind = _checkpoint_task(state)
+        hint = f" — it looks like a {kind} checkpoint" if kind and kind != getattr(model, "task", kind) else ""
+        raise CheckpointError(f"{path} does not fit {name}{hint}: " + "; ".join(parts))
     check_finite(state, Path(path))
     model.load_state_dict(state, strict=True)
     return model

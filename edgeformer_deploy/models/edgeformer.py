@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage
+from .layers import Backbone, Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage
 
 
 class ChannelAttention(nn.Module):
@@ -172,7 +172,7 @@ EDGEFORMER_CONFIGS = {
 }
 
 
-class EdgeFormer(nn.Module):
+class EdgeFormer(Backbone):
     """EdgeFormer classifier: MobileNetV2 stem + stages 1-2, three GCC stages, 1x1 expansion, head."""
 
     def __init__(self, variant: str = "s", num_classes: int = 1000, classifier_dropout: float = 0.2):
@@ -195,9 +195,3 @@ class EdgeFormer(nn.Module):
         self.conv_1x1_exp = ConvLayer(channels, exp_channels, 1)
         self.classifier = Classifier(exp_channels, num_classes, classifier_dropout)
         init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_1(x)
-        for layer in (self.layer_1, self.layer_2, self.layer_3, self.layer_4, self.layer_5):
-            x = layer(x)
-        return self.classifier(self.conv_1x1_exp(x))

@@ -20,12 +20,12 @@ class ConvLayer(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  groups: int = 1, dilation: int = 1, use_norm: bool = True, use_act: bool = True,
-                 act: type[nn.Module] = nn.SiLU):
+                 act: type[nn.Module] = nn.SiLU, bias: bool = False):
         super().__init__()
         padding = (kernel_size - 1) // 2 * dilation
         self.block = nn.Sequential()
         self.block.add_module("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                                                dilation=dilation, groups=groups, bias=False))
+                                                dilation=dilation, groups=groups, bias=bias and not use_norm))
         if use_norm:
             self.block.add_module("norm", nn.BatchNorm2d(out_channels))
         if use_act:
@@ -33,6 +33,22 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
+
+
+class SeparableConv(nn.Module):
+    """ml-cvnets ``SeparableConv``: depthwise k x k conv + BN (always, no activation), then a pointwise 1x1
+    conv with the requested norm / activation / bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 use_norm: bool = True, use_act: bool = True, bias: bool = False,
+                 act: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        self.dw_conv = ConvLayer(in_channels, in_channels, kernel_size, stride, groups=in_channels, use_act=False)
+        self.pw_conv = ConvLayer(in_channels, out_channels, 1, use_norm=use_norm, use_act=use_act, act=act,
+                                 bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw_conv(self.dw_conv(x))
 
 
 class InvertedResidual(nn.Module):
@@ -60,6 +76,26 @@ def make_mv2_stage(in_channels: int, out_channels: int, num_blocks: int, stride:
     blocks = [InvertedResidual(in_channels if i == 0 else out_channels, out_channels,
                                stride if i == 0 else 1, expand_ratio) for i in range(num_blocks)]
     return nn.Sequential(*blocks)
+
+
+class Backbone(nn.Module):
+    """The ml-cvnets encoder layout shared by EdgeFormer and MobileViT: ``conv_1``, ``layer_1``…``layer_5``,
+    then (classification only) ``conv_1x1_exp`` + ``classifier``. Detection and segmentation wrappers set
+    those two to None, as the official code does, and read the stage outputs instead."""
+
+    def end_points(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outputs of every stage, keyed like ml-cvnets' ``extract_end_points_all`` (out_l1 … out_l5)."""
+        points = {}
+        x = self.conv_1(x)
+        for index in range(1, 6):
+            x = getattr(self, f"layer_{index}")(x)
+            points[f"out_l{index}"] = x
+        return points
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.classifier is None:
+            raise RuntimeError("this backbone's classifier was removed: use end_points()")
+        return self.classifier(self.conv_1x1_exp(self.end_points(x)["out_l5"]))
 
 
 class Classifier(nn.Sequential):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage
+from .layers import Backbone, Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage
 
 
 class MultiHeadAttention(nn.Module):
@@ -113,7 +113,7 @@ MOBILEVIT_CONFIGS = {
 }
 
 
-class MobileViT(nn.Module):
+class MobileViT(Backbone):
     def __init__(self, variant: str = "s", num_classes: int = 1000):
         super().__init__()
         cfg = MOBILEVIT_CONFIGS[variant]
@@ -133,9 +133,3 @@ class MobileViT(nn.Module):
         self.conv_1x1_exp = ConvLayer(channels, exp_channels, 1)
         self.classifier = Classifier(exp_channels, num_classes, cfg.classifier_dropout)
         init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_1(x)
-        for layer in (self.layer_1, self.layer_2, self.layer_3, self.layer_4, self.layer_5):
-            x = layer(x)
-        return self.classifier(self.conv_1x1_exp(x))

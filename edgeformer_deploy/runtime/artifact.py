@@ -1,7 +1,9 @@
 """An exported model file plus the manifest JSON beside it (written by ``edgeformer-export``).
 
-The manifest is the input contract: preprocessing, layout, dtype, quantisation. Nothing is guessed
-from the model file; the backend's own view of the model is checked against the manifest instead.
+The manifest is the contract: the task, preprocessing, input layout/dtype/quantisation, every output and
+the task's post-processing parameters. Nothing is guessed from the model file; the backend's own view of
+the model is checked against the manifest instead. Version 1 manifests (classification only, one
+``output``) still load.
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from .errors import ArtifactError
-from .preprocess import CHANNEL_ORDERS
+from .formats import SUFFIX_FORMATS
+from .preprocess import CHANNEL_ORDERS, RESIZE_MODES
 
-SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".rknn": "rknn"}
+TASKS = ("classification", "detection")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "int8", "uint8")
 
@@ -29,6 +32,7 @@ class TensorSpec:
     layout: Optional[str] = None
     scale: Optional[float] = None  # quantised tensors: real = (q - zero_point) * scale
     zero_point: Optional[int] = None
+    tensor: Optional[str] = None  # the runtime's own name for it when that differs (TFLite: "Identity_1")
 
     @property
     def quantized(self) -> bool:
@@ -41,12 +45,24 @@ class Artifact:
     format: str
     model: str
     input: TensorSpec
-    output: TensorSpec
+    outputs: Tuple[TensorSpec, ...]
     resize: int
     crop: int
     num_classes: int
     manifest: dict
     channel_order: str = "RGB"  # what the artifact's input takes; manifests without the field: RGB
+    task: str = "classification"
+    resize_mode: str = "center_crop"  # "stretch": straight to crop x crop, aspect ratio not kept
+    labels: Optional[str] = None  # name of the shipped label list; None: by the number of classes
+
+    @property
+    def output(self) -> TensorSpec:
+        """The first output (classification: the logits)."""
+        return self.outputs[0]
+
+    @property
+    def postprocess(self) -> dict:
+        return self.manifest.get("postprocess") or {}
 
     @property
     def batch(self) -> Optional[int]:
@@ -148,7 +164,8 @@ def _spec(raw: dict) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else None for d in raw["shape"])
     return TensorSpec(name=str(raw["name"]), shape=shape, dtype=str(raw["dtype"]), layout=raw.get("layout"),
                       scale=float(quant["scale"]) if quant else None,
-                      zero_point=int(quant["zero_point"]) if quant else None)
+                      zero_point=int(quant["zero_point"]) if quant else None,
+                      tensor=str(raw["tensor"]) if raw.get("tensor") else None)
 
 
 def _from_manifest(path: Path, fmt: str, manifest: dict, mpath: Path) -> Artifact:
@@ -156,15 +173,29 @@ def _from_manifest(path: Path, fmt: str, manifest: dict, mpath: Path) -> Artifac
     order = pre.get("channel_order", "RGB")
     if order not in CHANNEL_ORDERS:
         raise ArtifactError(f"{mpath}: channel_order must be \"RGB\" or \"BGR\", got {str(order)[:40]!r}")
+    task = manifest.get("task", "classification")  # version 1: classification only
+    if task not in TASKS:
+        raise ArtifactError(f"{mpath}: unknown task {str(task)[:40]!r}; this runtime knows {', '.join(TASKS)}")
+    mode = pre.get("resize_mode", "center_crop")
+    if mode not in RESIZE_MODES:
+        raise ArtifactError(f"{mpath}: unknown resize_mode {str(mode)[:40]!r}; expected {', '.join(RESIZE_MODES)}")
+    raw_outputs = manifest["outputs"] if "outputs" in manifest else [manifest["output"]]
+    if not isinstance(raw_outputs, list) or not raw_outputs:
+        raise ValueError("'outputs' must be a non-empty list")
     artifact = Artifact(path=path, format=str(manifest["format"]), model=str(manifest["model"]),
-                        input=_spec(manifest["input"]), output=_spec(manifest["output"]),
+                        input=_spec(manifest["input"]), outputs=tuple(_spec(o) for o in raw_outputs),
                         resize=int(pre["resize"]), crop=int(pre["crop"]),
-                        num_classes=int(manifest["num_classes"]), manifest=manifest, channel_order=order)
+                        num_classes=int(manifest["num_classes"]), manifest=manifest, channel_order=order,
+                        task=task, resize_mode=mode, labels=manifest.get("labels"))
+    _check_task_outputs(artifact, mpath)
     spec = artifact.input
     if spec.layout not in LAYOUTS or len(spec.shape) != 4:
         raise ValueError(f"input must be a 4-d NCHW or NHWC tensor, got {spec.layout} {list(spec.shape)}")
     channels = spec.shape[1] if spec.layout == "NCHW" else spec.shape[3]
     size = spec.shape[2:] if spec.layout == "NCHW" else spec.shape[1:3]
+    if artifact.resize_mode == "stretch" and artifact.resize != artifact.crop:
+        raise ValueError(f"resize_mode stretch resizes straight to the input size: resize {artifact.resize} "
+                         f"must equal crop {artifact.crop}")
     if artifact.crop < 1 or artifact.resize < artifact.crop:
         raise ValueError(f"preprocess resize {artifact.resize} / crop {artifact.crop} make no center crop")
     if channels != 3 or tuple(size) != (artifact.crop, artifact.crop):
@@ -174,6 +205,30 @@ def _from_manifest(path: Path, fmt: str, manifest: dict, mpath: Path) -> Artifac
     if spec.dtype in ("int8",) and not spec.quantized:
         raise ValueError("int8 input without 'quantization' {scale, zero_point}")
     return artifact
+
+
+def _check_task_outputs(artifact: Artifact, mpath: Path) -> None:
+    """The outputs must be what the task's post-processing reads."""
+    outputs, classes = artifact.outputs, artifact.num_classes
+    if artifact.task == "classification":
+        if len(outputs) != 1 or outputs[0].shape[-1:] != (classes,):
+            raise ArtifactError(f"{mpath}: task classification needs one [batch, {classes}] output, the manifest "
+                                f"lists {[list(o.shape) for o in outputs]}")
+        return
+    from .detect import anchor_count
+
+    post = artifact.postprocess
+    try:
+        anchors = anchor_count(post["anchors"])
+        roles = post["outputs"]
+        names = {o.name: o for o in outputs}
+        conf, loc = names[roles["confidences"]], names[roles["locations"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{mpath}: task detection needs postprocess.anchors and postprocess.outputs naming "
+                            f"the confidences and locations outputs ({_short(exc)})") from None
+    if len(outputs) != 2 or conf.shape[1:] != (anchors, classes) or loc.shape[1:] != (anchors, 4):
+        raise ArtifactError(f"{mpath}: task detection needs outputs [batch, {anchors}, {classes}] and "
+                            f"[batch, {anchors}, 4], the manifest lists {[list(o.shape) for o in outputs]}")
 
 
 def _check_matches(artifact: Artifact, check_sha256: bool) -> None:

@@ -1,4 +1,5 @@
-"""``edgeformer-predict IMAGE_OR_DIR… --model ARTIFACT``: top-k classes per image, as tables or JSON lines.
+"""``edgeformer-predict IMAGE_OR_DIR… --model ARTIFACT``: top-k classes (classifiers) or boxes (detectors)
+per image, as tables or JSON lines; ``--save DIR`` draws the boxes.
 
 A bad image gets one error line and the others are still processed; the exit code is 1 when any image
 failed, 2 when the model cannot be used. Never a traceback.
@@ -9,6 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import click
 
@@ -19,6 +21,7 @@ from .rknn_backend import NPU_CORE_MASKS
 
 EXIT_BAD_IMAGE, EXIT_BAD_MODEL = 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
+TABLE_ROWS = 20  # detections shown per image in the table (highest scores); --json has them all
 
 
 def _silence_stdout() -> None:
@@ -77,11 +80,21 @@ def _fail(message: str) -> None:
               help="RKNN NPU core mask")
 @click.option("--batch", type=click.IntRange(1),
               help="images per inference for dynamic-batch artifacts (default: the artifact's batch, else 1)")
-def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus, npu_cores, batch):
-    """Classify images with an exported EdgeFormer/MobileViT artifact (ImageNet-1k labels)."""
+@click.option("--conf", type=float, default=None,
+              help="detection: keep class probabilities above this (default: the official 0.05)")
+@click.option("--iou", type=float, default=None, help="detection: NMS IoU threshold (default: the official 0.5)")
+@click.option("--max-det", type=int, default=None,
+              help="detection: keep at most this many boxes per image, highest scores (default: no cap, as official)")
+@click.option("--agnostic", is_flag=True, help="detection: one NMS over all classes instead of one per class")
+@click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None,
+              help="detection: write each image with its boxes drawn into this folder")
+def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus, npu_cores, batch, conf, iou,
+         max_det, agnostic, save_dir):
+    """Classify images (ImageNet-1k) or detect objects (COCO) with an exported EdgeFormer/MobileViT artifact."""
     try:
+        options = DetectOptions(conf, iou, max_det, agnostic, save_dir)
         code = predict_images(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
-                              npu_cores, batch)
+                              npu_cores, batch, options)
     except BrokenPipeError:  # `edgeformer-predict … | head`: the reader is gone; stop quietly, like cat does
         _silence_stdout()
         code = EXIT_BROKEN_PIPE
@@ -96,30 +109,59 @@ def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
     sys.exit(code)
 
 
+class DetectOptions(NamedTuple):
+    conf: Optional[float] = None
+    iou: Optional[float] = None
+    max_det: Optional[int] = None
+    agnostic: bool = False
+    save_dir: Optional[Path] = None
+
+
 def predict_images(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus, npu_cores,
-                   batch) -> int:
+                   batch, detect: DetectOptions = DetectOptions()) -> int:
     import numpy as np
 
-    from .predictor import Predictor
+    from .predictor import Predictor, check_detection_options
     from .preprocess import read_image
 
-    predictor = Predictor(model_path, backend=backend, threads=threads, cpus=cpus, npu_cores=npu_cores)
+    check_detection_options(detect.conf, detect.iou, detect.max_det)  # before the model is even opened
+    predictor = Predictor(model_path, backend=backend, threads=threads, cpus=cpus, npu_cores=npu_cores,
+                          conf=detect.conf, iou=detect.iou, max_det=detect.max_det, agnostic=detect.agnostic)
+    detection = predictor.task == "detection"
+    used = [name for name, value in (("--conf", detect.conf), ("--iou", detect.iou), ("--max-det", detect.max_det),
+                                     ("--agnostic", detect.agnostic or None), ("--save", detect.save_dir))
+            if value is not None]
+    if used and not detection:
+        predictor.close()
+        raise PredictError(f"{', '.join(used)} apply to detection artifacts; {predictor.artifact.name} is a "
+                           f"{predictor.task} model")
+    if detect.save_dir is not None:
+        from .draw import prepare_folder
+
+        prepare_folder(detect.save_dir)
     chunk = predictor.batch or batch or 1
     failed = 0
-    pending: list[tuple[Path, object]] = []  # (path, its crop: everything per image is done already)
+    pending: list[tuple[Path, object, tuple]] = []  # (path, its crop, its size): everything per image is done
 
     def flush() -> int:
         if not pending:
             return 0
         started = time.perf_counter()
-        logits = predictor.run(predictor.to_input(np.stack([crop for _, crop in pending])))
+        outputs = predictor.session.outputs(predictor.to_input(np.stack([crop for _, crop, _ in pending])))
         elapsed_ms = (time.perf_counter() - started) * 1e3
         bad = 0
-        for (path, _), row in zip(pending, logits):
-            if not np.isfinite(row).all():  # never printed as NaN, never counted as a prediction
+        for i, (path, _, size) in enumerate(pending):
+            if not all(np.isfinite(out[i]).all() for out in outputs):  # never printed as NaN, never counted
                 bad += 1
                 _fail(f"{path}: the model produced non-finite outputs (NaN/inf) — the artifact is broken")
                 continue
+            if detection:
+                found = predictor.head.detections(outputs, i, *size)
+                show_detections(path, found, elapsed_ms, predictor, as_json)
+                if detect.save_dir is not None:
+                    bad += save_drawing(path, found, detect.save_dir)
+                continue
+            row = outputs[0][i]
             top = predictor.top_k(row[None], topk)[0]
             show(path, top, row if with_logits else None, elapsed_ms, predictor, as_json)
         pending.clear()
@@ -129,7 +171,8 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
         try:
             if error:
                 raise ImageError(error)
-            pending.append((path, predictor.crops([read_image(path)])[0]))
+            image = read_image(path)
+            pending.append((path, predictor.crops([image])[0], image.size))
         except PredictError as exc:
             failed += 1
             _fail(str(exc))
@@ -143,6 +186,45 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
     failed += flush()
     predictor.close()
     return EXIT_BAD_IMAGE if failed else 0
+
+
+def save_drawing(path: Path, found, folder: Path) -> int:
+    """Draw ``found`` on the image into ``folder``; 1 (and one error line) when that fails, else 0."""
+    from .draw import draw_detections
+
+    try:
+        draw_detections(path, found, folder)
+    except OSError as exc:
+        _fail(f"{path}: cannot write the drawing into {folder} ({exc.strerror or exc})")
+        return 1
+    return 0
+
+
+def show_detections(path, found, elapsed_ms, predictor, as_json) -> None:
+    if as_json:
+        record = {"file": str(path), "model": predictor.artifact.name, "backend": predictor.backend_name,
+                  "detections": [{"box": d.box, "score": d.score, "class_id": d.class_id, "label": d.label}
+                                 for d in found],
+                  "inference_ms": round(elapsed_ms, 3)}
+        click.echo(json.dumps(record, allow_nan=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    for column in ("#", "class", "label", "score", "x1", "y1", "x2", "y2"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    order = sorted(range(len(found)), key=lambda k: -found[k].score)
+    for rank, k in enumerate(order[:TABLE_ROWS], 1):
+        d = found[k]
+        table.add_row(str(rank), str(d.class_id), d.label, f"{d.score:.4f}", *(f"{v:.1f}" for v in d.box))
+    console = Console(width=100)
+    more = f", {len(found) - TABLE_ROWS} more in --json" if len(found) > TABLE_ROWS else ""
+    console.print(Text(f"{path}  ({predictor.artifact.name}, {predictor.backend_name}): {len(found)} "
+                       f"detection(s){more}", style="bold"), soft_wrap=True)
+    if found:
+        console.print(table)
 
 
 def show(path, top, logits, elapsed_ms, predictor, as_json) -> None:

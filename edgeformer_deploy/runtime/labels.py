@@ -1,20 +1,32 @@
-"""ImageNet-1k class names shipped with the package (assets/labels, no download)."""
+"""Class names shipped with the package (assets/labels, no download): ImageNet-1k, COCO's 80 classes."""
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
-LABELS_FILE = Path(__file__).resolve().parent.parent / "assets" / "labels" / "imagenet1k.txt"
+LABELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "labels"
+LABELS_FILE = LABELS_DIR / "imagenet1k.txt"
+# name -> (file, number of classes)
+LABEL_SETS = {"imagenet1k": ("imagenet1k.txt", 1000), "coco80": ("coco80.txt", 80)}
 
 
-@lru_cache(maxsize=1)
-def imagenet_labels() -> tuple[str, ...]:
-    """Line i = class id i, the ml-cvnets / torchvision class order."""
-    labels = tuple(LABELS_FILE.read_text(encoding="utf-8").splitlines())
-    assert len(labels) == 1000, f"{LABELS_FILE} holds {len(labels)} labels, expected 1000"
+@lru_cache(maxsize=None)
+def label_set(name: str) -> tuple[str, ...]:
+    """Line i = class id i (ImageNet: the ml-cvnets / torchvision order; COCO: the 80 contiguous classes)."""
+    file, count = LABEL_SETS[name]
+    labels = tuple((LABELS_DIR / file).read_text(encoding="utf-8").splitlines())
+    assert len(labels) == count, f"{file} holds {len(labels)} labels, expected {count}"
     return labels
 
 
-def labels_for(num_classes: int) -> tuple[str, ...]:
-    """ImageNet names for 1000-class models, else the class ids as text."""
-    return imagenet_labels() if num_classes == 1000 else tuple(str(i) for i in range(num_classes))
+def imagenet_labels() -> tuple[str, ...]:
+    return label_set("imagenet1k")
+
+
+def labels_for(num_classes: int, name: Optional[str] = None) -> tuple[str, ...]:
+    """The named label set when it fits (ImageNet for any 1000-class model), else the class ids as text."""
+    name = name if name in LABEL_SETS else ("imagenet1k" if num_classes == 1000 else None)
+    if name and LABEL_SETS[name][1] == num_classes:
+        return label_set(name)
+    return tuple(str(i) for i in range(num_classes))

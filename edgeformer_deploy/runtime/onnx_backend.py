@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backends import Backend, BackendOptions, require
+
 
 def create_session(path: str | Path, threads: int | None = None):
     import onnxruntime as ort
@@ -19,17 +21,16 @@ ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
                "tensor(int8)": "int8"}
 
 
-class OnnxBackend:
+class OnnxBackend(Backend):
     """An ONNX artifact in onnxruntime (CPU)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
-        from .backends import require
-
+    def __init__(self, artifact, options: BackendOptions = BackendOptions()):
         require("onnxruntime", "onnx")
+        path = artifact.path
         try:
-            self.session = create_session(path, threads)
+            self.session = create_session(path, options.threads)
         except Exception as exc:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail …)
             from .errors import ArtifactError
 
@@ -39,10 +40,11 @@ class OnnxBackend:
         self.input_name = spec.name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in spec.shape)
         self.input_dtype = ONNX_DTYPES.get(spec.type, spec.type)
-        self.output_quantization = None
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
+        self.output_quantization = (None,) * len(self.output_names)
 
     def run(self, x):
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.session.run(None, {self.input_name: x})
 
     def close(self) -> None:
         self.session = None

@@ -1,4 +1,5 @@
-"""``Predictor``: artifact + manifest -> backend; images -> top-k (class id, label, probability)."""
+"""``Predictor`` = a :class:`~.session.Session` + the head of the artifact's task: images -> top-k classes
+(classification) or boxes (detection)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +7,12 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from .artifact import Artifact, load_artifact
-from .backends import open_backend, run_in_batches
-from .cpu import pin_to_cpus
+from .backends import BackendOptions
+from .detect import Detection, DetectionParams, Detections, expand_anchors, postprocess, scale_boxes
 from .errors import ArtifactError, PredictError
 from .labels import labels_for
-from .preprocess import ImageLike, load_image, resize_crop, to_model_input
+from .preprocess import ImageLike, load_image
+from .session import Session
 
 
 class Prediction(NamedTuple):
@@ -21,26 +22,32 @@ class Prediction(NamedTuple):
 
 
 class Predictor:
-    """Board-side classifier for one exported artifact (``.onnx``, ``.tflite`` or ``.rknn``).
+    """Board-side inference for one exported artifact (``.onnx``, ``.tflite`` or ``.rknn``).
 
-    ``backend``: "auto" (by file type) or a name from ``backends.BACKEND_CHOICES``; ``threads``: the
+    ``backend``: "auto" (by file type) or a name from ``formats.BACKEND_CHOICES``; ``threads``: the
     runtime's CPU threads; ``cpus``: pin this process to these cores first (e.g. "4-7", the big
-    cores of an RK3588); ``npu_cores``: RKNN core mask.
+    cores of an RK3588); ``npu_cores``: RKNN core mask; ``task``: refuse an artifact of another task.
+    Detection options (``conf``, ``iou``, ``max_det``, ``agnostic``) default to the official ``predict()``.
     """
 
     def __init__(self, artifact_path: Union[str, Path], backend: str = "auto", threads: Optional[int] = None,
                  cpus: Union[str, Sequence[int], None] = None, npu_cores: str = "auto",
-                 labels: Optional[Sequence[str]] = None, check_sha256: bool = True):
+                 labels: Optional[Sequence[str]] = None, check_sha256: bool = True, task: Optional[str] = None,
+                 conf: Optional[float] = None, iou: Optional[float] = None, max_det: Optional[int] = None,
+                 agnostic: bool = False):
         if threads is not None and threads < 1:
             raise PredictError(f"threads must be at least 1 (got {threads})")
-        self.artifact: Artifact = load_artifact(artifact_path, check_sha256=check_sha256)
-        if cpus is not None:
-            pin_to_cpus(cpus)
-        self.backend = open_backend(self.artifact, backend, threads, npu_cores)
-        self._check_contract()
-        self.labels = tuple(labels) if labels is not None else labels_for(self.artifact.num_classes)
-        if len(self.labels) != self.artifact.num_classes:
-            raise PredictError(f"{len(self.labels)} labels for a {self.artifact.num_classes}-class model")
+        self.session = Session(artifact_path, BackendOptions(backend, threads, npu_cores), cpus, check_sha256)
+        self.artifact = self.session.artifact
+        self.backend = self.session.backend
+        if task is not None and task != self.artifact.task:
+            self.close()
+            raise ArtifactError(f"{self.artifact.path}: a {self.artifact.task} artifact, not {task} "
+                                f"(model {self.artifact.model})")
+        self.task = self.artifact.task
+        self.head = (DetectHead(self.artifact, conf, iou, max_det, agnostic) if self.task == "detection"
+                     else ClassifyHead(self.artifact, labels))
+        self.labels = self.head.labels
 
     @property
     def backend_name(self) -> str:
@@ -52,73 +59,59 @@ class Predictor:
 
     @property
     def batch(self) -> Optional[int]:
-        """Images per inference of the artifact (None: any number)."""
-        return self.artifact.batch
-
-    def _check_contract(self) -> None:
-        """The model as the backend sees it must be what the manifest says."""
-        spec, backend = self.artifact.input, self.backend
-        want = tuple(spec.shape)
-        got = tuple(backend.input_shape)
-        if len(got) != len(want) or any(w is not None and g is not None and w != g for w, g in zip(want, got)):
-            raise ArtifactError(f"{self.artifact.path}: manifest/artifact mismatch: model input is "
-                                f"{list(got)}, manifest says {list(want)}")
-        if backend.input_dtype != spec.dtype:
-            raise ArtifactError(f"{self.artifact.path}: manifest/artifact mismatch: model input is "
-                                f"{backend.input_dtype}, manifest says {spec.dtype}")
-        quant = getattr(backend, "input_quantization", None)
-        declared = (spec.scale, spec.zero_point) if spec.quantized else None
-        if (quant is None) != (declared is None) or (
-                quant is not None and (not np.isclose(quant[0], declared[0], rtol=1e-6) or quant[1] != declared[1])):
-            raise ArtifactError(f"{self.artifact.path}: manifest/artifact mismatch: input quantisation is "
-                                f"{quant}, manifest says {declared}")
+        return self.session.batch
 
     # -- tensors ---------------------------------------------------------------------------------
     def crops(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Images -> NHWC uint8 crops (ml-cvnets evaluation geometry)."""
-        return np.stack([resize_crop(load_image(image), self.artifact.resize, self.artifact.crop)
-                         for image in images])
+        """Images -> NHWC uint8 RGB network views (the task's evaluation geometry)."""
+        return self.session.crops(images)
 
     def preprocess(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Images -> the artifact's input tensor (layout, dtype, quantisation from the manifest)."""
         return self.to_input(self.crops(images))
 
     def to_input(self, crops: np.ndarray) -> np.ndarray:
-        """NHWC uint8 RGB crops (:meth:`crops`) -> the artifact's input tensor: channel order, layout,
-        dtype and quantisation as the manifest says."""
-        spec = self.artifact.input
-        return to_model_input(crops, spec.layout, spec.dtype, spec.scale, spec.zero_point,
-                              channel_order=self.artifact.channel_order)
+        return self.session.to_input(crops)
 
-    def run(self, tensor: np.ndarray) -> np.ndarray:
-        """Input tensor (any number of images) -> float32 logits [N, classes]. Fixed-batch artifacts
-        run in chunks of their batch, the last chunk padded by repeating its last image."""
-        tensor = np.asarray(tensor)
-        if tensor.ndim != 4 or tensor.dtype != np.dtype(self.artifact.input.dtype):
-            raise PredictError(f"run() takes a 4-d {self.artifact.input.dtype} tensor shaped like "
-                               f"{list(self.artifact.input.shape)}, got {tensor.dtype} {list(tensor.shape)}")
-        logits = run_in_batches(lambda chunk: self._dequantize(self.backend.run(chunk)), tensor,
-                                self.batch or len(tensor))
-        return logits.reshape(len(tensor), -1)
-
-    def _dequantize(self, raw: np.ndarray) -> np.ndarray:
-        quant = self.backend.output_quantization
-        if quant is None:
-            return raw.astype(np.float32, copy=False)
-        scale, zero_point = quant
-        return ((raw.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+    def run(self, tensor: np.ndarray):
+        """Input tensor -> raw outputs: the logits [N, classes] of a classifier; a list of every output
+        (manifest order) otherwise."""
+        outputs = self.session.outputs(tensor)
+        return outputs[0] if self.task == "classification" else outputs
 
     def logits(self, images: Sequence[ImageLike]) -> np.ndarray:
         return self.run(self.preprocess(images))
 
-    # -- classification --------------------------------------------------------------------------
+    # -- task results ----------------------------------------------------------------------------
     def predict(self, images, topk: int = 5):
-        """One image (path, PIL image, HxW[x3] uint8 array) -> list of top-k :class:`Prediction`;
-        a list of images or an NxHxWx3 uint8 array -> one such list per image."""
+        """One image (path, PIL image, HxW[x3] uint8 array) -> its result (top-k :class:`Prediction` list,
+        or :class:`Detection` list); a list of images or an NxHxWx3 uint8 array -> one result per image."""
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
-        batch = [images] if single else list(images)
-        results = self.top_k(self.logits(batch), topk)
+        batch = [load_image(image) for image in ([images] if single else list(images))]
+        outputs = self.session.outputs(self.preprocess(batch))
+        if self.task == "detection":
+            results = [self.head.detections(outputs, i, *image.size) for i, image in enumerate(batch)]
+        else:
+            results = self.head.top_k(outputs[0], topk)
         return results[0] if single else results
+
+    def top_k(self, logits: np.ndarray, topk: int = 5) -> List[List[Prediction]]:
+        return self.head.top_k(logits, topk)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ClassifyHead:
+    def __init__(self, artifact, labels: Optional[Sequence[str]] = None):
+        self.labels = tuple(labels) if labels is not None else labels_for(artifact.num_classes, artifact.labels)
+        if len(self.labels) != artifact.num_classes:
+            raise PredictError(f"{len(self.labels)} labels for a {artifact.num_classes}-class model")
 
     def top_k(self, logits: np.ndarray, topk: int = 5) -> List[List[Prediction]]:
         probabilities = softmax(logits)
@@ -127,14 +120,47 @@ class Predictor:
         return [[Prediction(int(c), self.labels[int(c)], float(p[c])) for c in row]
                 for row, p in zip(order, probabilities)]
 
-    def close(self) -> None:
-        self.backend.close()
 
-    def __enter__(self) -> "Predictor":
-        return self
+def check_detection_options(conf: Optional[float], iou: Optional[float], max_det: Optional[int]) -> None:
+    if conf is not None and not (0.0 <= conf <= 1.0):
+        raise PredictError(f"--conf must be from 0 to 1 (got {conf})")
+    if iou is not None and not (0.0 < iou <= 1.0):
+        raise PredictError(f"--iou must be above 0 and at most 1 (got {iou})")
+    if max_det is not None and max_det < 1:
+        raise PredictError(f"--max-det must be at least 1 (got {max_det})")
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+
+class DetectHead:
+    """SSD outputs -> detections in original-image pixels (official post-processing by default)."""
+
+    def __init__(self, artifact, conf=None, iou=None, max_det=None, agnostic=False):
+        check_detection_options(conf, iou, max_det)
+        post = artifact.postprocess
+        defaults = DetectionParams(score_threshold=float(post.get("score_threshold", 0.05)),
+                                   iou_threshold=float(post.get("iou_threshold", 0.5)),
+                                   top_k=int(post.get("top_k", 200)),
+                                   center_variance=float(post.get("center_variance", 0.1)),
+                                   size_variance=float(post.get("size_variance", 0.2)))
+        self.params = defaults._replace(**{k: v for k, v in (("score_threshold", conf), ("iou_threshold", iou),
+                                                               ("max_det", max_det)) if v is not None},
+                                        class_agnostic=bool(agnostic))
+        self.anchors = expand_anchors(post["anchors"])
+        self.background = int(post.get("background_class", 0))
+        # class ids 0..C-2: COCO's 80-class order, the network's label minus the background
+        self.labels = labels_for(artifact.num_classes - 1, artifact.labels)
+        names = [spec.name for spec in artifact.outputs]
+        self.conf_index = names.index(post["outputs"]["confidences"])
+        self.loc_index = names.index(post["outputs"]["locations"])
+
+    def raw(self, outputs: Sequence[np.ndarray], i: int) -> Detections:
+        """Image ``i``'s detections, normalised to the network input (the official ``predict()``)."""
+        return postprocess(outputs[self.conf_index][i], outputs[self.loc_index][i], self.anchors, self.params)
+
+    def detections(self, outputs: Sequence[np.ndarray], i: int, width: int, height: int) -> List[Detection]:
+        found = self.raw(outputs, i)
+        boxes = scale_boxes(found.boxes, width, height)
+        return [Detection([float(v) for v in box], float(score), int(label) - 1, self.labels[int(label) - 1])
+                for box, score, label in zip(boxes, found.scores, found.labels)]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -26,6 +26,9 @@ ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
 CHANNEL_ORDERS = ("RGB", "BGR")
+# "center_crop": the classification evaluation (short side to resize, center crop);
+# "stretch": the detection evaluation (--resize-input-images: cv2.resize straight to crop x crop)
+RESIZE_MODES = ("center_crop", "stretch")
 
 
 def sample_images() -> list[Path]:
@@ -128,6 +131,21 @@ def resize_crop(image: Union[Image.Image, np.ndarray], resize: int, crop: int) -
                          fetch_rows=fetch_rows)
 
 
+def resize_stretch(image: Union[Image.Image, np.ndarray], size: int) -> np.ndarray:
+    """``cv2.resize(image, (size, size), INTER_LINEAR)`` bit-exactly (aspect ratio not kept)."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.shape[:2] == (size, size):
+        return np.ascontiguousarray(pixels)
+    return resize_linear(pixels, size, size, rows=(0, size), cols=(0, size))
+
+
+def fit_image(image: Union[Image.Image, np.ndarray], resize: int, crop: int, mode: str = "center_crop") -> np.ndarray:
+    """The network's crop x crop x 3 uint8 view of ``image`` under ``mode`` (see RESIZE_MODES)."""
+    if mode == "stretch":
+        return resize_stretch(image, crop)
+    return resize_crop(image, resize, crop)
+
+
 def _pixels(image: Union[Image.Image, np.ndarray], box) -> np.ndarray:
     """H x W x 3 uint8 of ``image`` cropped to ``box`` (left, top, right, bottom)."""
     left, top, right, bottom = box
@@ -137,10 +155,10 @@ def _pixels(image: Union[Image.Image, np.ndarray], box) -> np.ndarray:
 
 
 def preprocess(source: ImageLike, imgsz: int, resize: Optional[int] = None,
-               channel_order: str = "RGB") -> np.ndarray:
+               channel_order: str = "RGB", mode: str = "center_crop") -> np.ndarray:
     """One image -> float32 NCHW [1, 3, imgsz, imgsz] in [0, 1], channels in ``channel_order``
     (``"BGR"`` is what the official pipeline feeds the official checkpoints)."""
-    pixels = resize_crop(load_image(source), resize or imgsz + 32, imgsz)[None]
+    pixels = fit_image(load_image(source), resize or imgsz + 32, imgsz, mode)[None]
     return to_model_input(pixels, "NCHW", "float32", channel_order=channel_order)
 
 

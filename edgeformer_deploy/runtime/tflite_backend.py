@@ -6,12 +6,11 @@ import importlib
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
+from .backends import Backend, BackendOptions, install_hint
 from .errors import ArtifactError, BackendMissing
-from .backends import install_hint
 
 # (package name, module, attribute path of the Interpreter class) in order of preference
 INTERPRETERS = (("ai-edge-litert", "ai_edge_litert.interpreter", "Interpreter"),
@@ -35,9 +34,11 @@ def find_interpreter(package: str | None = None):
     raise BackendMissing(f"no TFLite interpreter ({wanted}) is installed — {install_hint('tflite')}")
 
 
-class TFLiteBackend:
-    def __init__(self, path: str | Path, threads: int | None = None, interpreter: str | None = None):
-        self.name, interpreter_class = find_interpreter(interpreter)
+class TFLiteBackend(Backend):
+    def __init__(self, artifact, options: BackendOptions = BackendOptions()):
+        path, threads = artifact.path, options.threads
+        self.name, interpreter_class = find_interpreter(None if options.backend in ("auto", "tflite")
+                                                        else options.backend)
         try:
             with _native_info_hidden():
                 self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
@@ -46,17 +47,19 @@ class TFLiteBackend:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(f"{path}: {self.name} cannot load it ({first})") from None
         inp = self.interpreter.get_input_details()[0]
-        out = self.interpreter.get_output_details()[0]
-        self.input_index, self.output_index = inp["index"], out["index"]
+        outputs = self.interpreter.get_output_details()
+        self.input_index = inp["index"]
+        self.output_indices = tuple(out["index"] for out in outputs)
         self.input_shape = tuple(int(d) for d in inp["shape"])
         self.input_dtype = np.dtype(inp["dtype"]).name
         self.input_quantization = _quantization(inp)
-        self.output_quantization = _quantization(out)
+        self.output_names = tuple(out["name"] for out in outputs)
+        self.output_quantization = tuple(_quantization(out) for out in outputs)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray):
         self.interpreter.set_tensor(self.input_index, x)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index)
+        return [self.interpreter.get_tensor(index) for index in self.output_indices]
 
     def close(self) -> None:
         self.interpreter = None

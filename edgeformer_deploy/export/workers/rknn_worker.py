@@ -54,8 +54,9 @@ def main(args):
                 result = rknn.inference(inputs=[sample[None].astype(np.float32)], data_format="nhwc")
                 if not result:
                     raise RuntimeError("simulator inference returned nothing")
-                outputs.append(np.asarray(result[0], np.float32).reshape(-1))
-            np.save(args.outputs, np.stack(outputs))
+                outputs.append([np.asarray(r, np.float32)[0] for r in result])
+            # every output, in the model's output order, stacked over the samples
+            np.savez(args.outputs, *[np.stack(per_output) for per_output in zip(*outputs)])
         if args.analyze:
             sys.stdout.flush()
             _check("accuracy_analysis", rknn.accuracy_analysis(inputs=[args.analyze], output_dir=args.analyze_dir))

@@ -1,7 +1,7 @@
 """Runs inside the managed ``tflite`` (or ``tflite-runtime``) environment; imports nothing from edgeformer_deploy.
 
     python tflite_worker.py convert --onnx M.onnx --out DIR --calib CALIB.npy [--int8]
-    python tflite_worker.py run --model M.tflite --inputs X.npy --out Y.npy [--report R.json]
+    python tflite_worker.py run --model M.tflite --inputs X.npy --out Y.npz [--report R.json]
 
 Errors are reported as one ``WORKER-ERROR: …`` line and exit code 1.
 """
@@ -88,10 +88,10 @@ def run(args):
     runtime, Interpreter = _interpreter_class(args.runtime)
     interpreter = Interpreter(model_path=args.model, num_threads=args.threads)  # XNNPACK by default
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inp, outs = interpreter.get_input_details()[0], interpreter.get_output_details()
     x = np.load(args.inputs).astype(np.float32).transpose(0, 2, 3, 1)  # NCHW -> NHWC
-    q_in, q_out = _quant(inp), _quant(out)
-    logits = []
+    q_in = _quant(inp)
+    results = [[] for _ in outs]
     for sample in x:
         sample = sample[None]
         if q_in:  # int8 input: quantise with the model's own scale / zero point
@@ -99,11 +99,14 @@ def run(args):
             sample = np.clip(np.round(sample / q_in["scale"] + q_in["zero_point"]), info.min, info.max)
         interpreter.set_tensor(inp["index"], sample.astype(inp["dtype"]))
         interpreter.invoke()
-        y = interpreter.get_tensor(out["index"]).astype(np.float32)
-        if q_out:
-            y = (y - q_out["zero_point"]) * q_out["scale"]
-        logits.append(y.reshape(1, -1))
-    np.save(args.out, np.concatenate(logits))
+        for i, out in enumerate(outs):
+            y = interpreter.get_tensor(out["index"]).astype(np.float32)
+            q_out = _quant(out)
+            if q_out:
+                y = (y - q_out["zero_point"]) * q_out["scale"]
+            results[i].append(y)
+    # every output, in the interpreter's order, under its tensor name
+    np.savez(args.out, **{f"{i}:{out['name']}": np.concatenate(ys) for i, (out, ys) in enumerate(zip(outs, results))})
     if args.report:
         tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
         ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
@@ -116,8 +119,8 @@ def run(args):
             "depthwise_filters": depthwise,
             "input": {"name": inp["name"], "shape": list(map(int, inp["shape"])), "dtype": np.dtype(inp["dtype"]).name,
                       "quantization": q_in},
-            "output": {"name": out["name"], "shape": list(map(int, out["shape"])),
-                       "dtype": np.dtype(out["dtype"]).name, "quantization": q_out},
+            "outputs": [{"name": out["name"], "shape": list(map(int, out["shape"])),
+                         "dtype": np.dtype(out["dtype"]).name, "quantization": _quant(out)} for out in outs],
         }
         with open(args.report, "w") as fh:
             json.dump(report, fh)
