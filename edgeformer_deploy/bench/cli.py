@@ -252,22 +252,25 @@ def report_command(results, out_dir: Path) -> None:
 @main.command("compare")
 @click.option("--format", "fmt", default="onnx", show_default=True,
               help="Export format: onnx, tflite or rknn (any format edgeformer-export knows).")
-@click.option("--imgsz", default=256, show_default=True, type=int, help="Square input size, a multiple of 32.")
+@click.option("--task", default="classification", show_default=True, type=click.Choice(["classification", "detection"]),
+              help="classification: MobileViT-S vs EdgeFormer-S; detection: SSD-MobileViT-S vs SSD-EdgeFormer-S.")
+@click.option("--imgsz", default=None, type=int,
+              help="Square input size, a multiple of 32 (default: the task's official size, 256 / 320).")
 @click.option("--int8", is_flag=True, help="Full-integer int8 artifacts (tflite/rknn).")
 @click.option("--half", is_flag=True, help="fp16 weights (tflite).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Calibration images for --int8 (default: the shipped sample photos).")
 @click.option("--target", default=None, help="Target platform for formats that take one (rknn: e.g. rk3588).")
 @click.option("--weights-edgeformer", type=click.Path(path_type=Path), default=None,
-              help="Official EdgeFormer-S checkpoint (without it: random weights).")
+              help="Official EdgeFormer-S checkpoint of the task (without it: random weights).")
 @click.option("--weights-mobilevit", type=click.Path(path_type=Path), default=None,
-              help="Official MobileViT-S checkpoint (without it: random weights).")
+              help="Official MobileViT-S checkpoint of the task (without it: random weights).")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("exports/compare"), show_default=True,
               help="Export folder; artifacts already there with a matching manifest are reused.")
 @click.option("--reexport", is_flag=True, help="Export again even when matching artifacts exist.")
 @click.option("--export-only", is_flag=True, help="Export (or reuse) and stop: e.g. .rknn for a board.")
 @run_options
-def compare_command(fmt, imgsz, int8, half, data, target, weights_edgeformer, weights_mobilevit, output, reexport,
+def compare_command(fmt, task, imgsz, int8, half, data, target, weights_edgeformer, weights_mobilevit, output, reexport,
                     export_only, warmup, runs, threads, cpus, json_out, backend, npu_cores, no_rss, label,
                     emulate) -> None:
     """The main job: export (or reuse) MobileViT-S and EdgeFormer-S, then benchmark them interleaved.
@@ -287,10 +290,10 @@ def compare_command(fmt, imgsz, int8, half, data, target, weights_edgeformer, we
 
         check_format(emulate, fmt)  # before exporting anything
     artifacts, info = prepare_artifacts(fmt=fmt, imgsz=imgsz, int8=int8, half=half, data=data, target=target,
-                                        weights={"edgeformer_s": weights_edgeformer,
-                                                 "mobilevit_s": weights_mobilevit},
+                                        weights={"edgeformer": weights_edgeformer,
+                                                 "mobilevit": weights_mobilevit},
                                         output=output, reexport=reexport, export_only=export_only,
-                                        log=lambda m: click.echo(m, err=True))
+                                        log=lambda m: click.echo(m, err=True), task=task)
     if export_only:
         return
     sys.exit(benchmark_command(artifacts, warmup=warmup, runs=runs, threads=threads, cpus=cpus, json_out=json_out,

@@ -17,8 +17,9 @@ from ..runtime.artifact import SUFFIX_FORMATS, find_manifest, load_artifact, rea
 from ..runtime.errors import PredictError
 from .runner import BenchError, artifact_precision
 
-# baseline first: ratios read EdgeFormer-S / MobileViT-S
-MODELS = ("mobilevit_s", "edgeformer_s")
+# per task, baseline first: ratios read EdgeFormer-S / MobileViT-S
+TASK_MODELS = {"classification": ("mobilevit_s", "edgeformer_s"),
+               "detection": ("ssd_mobilevit_s", "ssd_edgeformer_s")}
 EXPORT_HINT = "pip install torch==2.13.0 'edgeformer-deploy[export]'"
 
 
@@ -70,11 +71,20 @@ def _export_summary(artifact: Path) -> str:
     return f"wrote {artifact} ({manifest.get('size_bytes', 0) / 1e6:.1f} MB); parity: {checked}"
 
 
-def prepare_artifacts(*, fmt: str, imgsz: int, int8: bool, half: bool, data: Optional[Path], target: Optional[str],
-                      weights: Dict[str, Optional[Path]], output: Path, reexport: bool, export_only: bool,
-                      log: Callable[[str], None]) -> Tuple[List[Path], dict]:
-    """Export or reuse :data:`MODELS` for ``fmt``; returns (artifact paths, baseline first; info for the JSON)."""
+def prepare_artifacts(*, fmt: str, imgsz: Optional[int], int8: bool, half: bool, data: Optional[Path],
+                      target: Optional[str], weights: Dict[str, Optional[Path]], output: Path, reexport: bool,
+                      export_only: bool, log: Callable[[str], None],
+                      task: str = "classification") -> Tuple[List[Path], dict]:
+    """Export or reuse the task's two models (:data:`TASK_MODELS`) for ``fmt``; ``weights`` is keyed by
+    family ("edgeformer", "mobilevit"). Returns (artifact paths, baseline first; info for the JSON)."""
     from ..export.formats import FORMATS
+    from ..models import model_spec
+
+    if task not in TASK_MODELS:
+        raise BenchError(f"unknown --task {task!r}; choose one of: {', '.join(TASK_MODELS)}")
+    models = TASK_MODELS[task]
+    imgsz = imgsz or model_spec(models[0]).imgsz
+    weights = {m: weights.get(model_spec(m).family, weights.get(m)) for m in models}
 
     if fmt not in FORMATS:
         raise BenchError(f"unknown format {fmt!r}; this edgeformer-export knows: {', '.join(FORMATS)}")
@@ -91,17 +101,17 @@ def prepare_artifacts(*, fmt: str, imgsz: int, int8: bool, half: bool, data: Opt
     for model, path in weights.items():
         if path is not None and not Path(path).is_file():
             raise BenchError(f"weights file not found: {path}")
-    missing = [m for m in MODELS if weights.get(m) is None]
+    missing = [m for m in models if weights.get(m) is None]
     if missing:
-        log(f"warning: no {' / '.join('--weights-' + m.split('_')[0] for m in missing)} — {', '.join(missing)} "
+        log(f"warning: no {' / '.join('--weights-' + model_spec(m).family for m in missing)} — {', '.join(missing)} "
             f"use RANDOM weights (the latency is that of the real model; predictions are meaningless)")
 
     precision = wanted_precision(int8, half)
     output = Path(output)
     artifacts: List[Path] = []
-    info = {"format": fmt, "imgsz": imgsz, "precision": precision, "target": target, "output": str(output),
-            "baseline": MODELS[0], "models": {}}
-    for model in MODELS:
+    info = {"task": task, "format": fmt, "imgsz": imgsz, "precision": precision, "target": target,
+            "output": str(output), "baseline": models[0], "models": {}}
+    for model in models:
         extra = {"target": target} if target is not None else {}
         job = ExportJob(model=model, weights=weights.get(model), fmt=fmt, imgsz=imgsz, output=output,
                         int8=int8, half=half, data=data, **extra)

@@ -109,6 +109,9 @@ def print_result(document: dict, stream=None) -> None:
     table = Table(title=Text(system_line(document)), title_justify="left")
     columns = ["artifact", "backend", "load ms", "first ms", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms",
                "img/s", "peak RSS MiB", "size MB", "× baseline (median [p10–p90])"]
+    with_post = any(a.get("postprocess_ms") for a in artifacts)
+    if with_post:  # detection: the board's numpy post-processing, and inference + it
+        columns += ["post-proc. ms", "p50 + post ms"]
     if with_instructions:
         columns += ["instructions/inference", "× baseline (instr.)"]
     for column in columns:
@@ -130,6 +133,9 @@ def print_result(document: dict, stream=None) -> None:
                f"{rss / MIB:.0f}" if rss else "–",
                f"{artifact['size_bytes'] / 1e6:.1f}" if artifact.get("size_bytes") else "–",
                ratio_text(artifact.get("ratio_vs_baseline"), is_baseline)]
+        if with_post:
+            post = (artifact.get("postprocess_ms") or {}).get("median")
+            row += [ms(post), ms(lat["p50"] + post) if post is not None and lat.get("p50") is not None else "–"]
         if with_instructions:
             row += [count(instructions),
                     "1 (baseline)" if is_baseline and instructions is not None else

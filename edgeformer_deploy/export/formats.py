@@ -38,6 +38,9 @@ class ExportFormat:
     gcc_default: str = "conv"  # GCC formulation, chosen per format by measurement (BENCHMARKS.md)
     gcc_taps_default: Optional[int] = None  # cut depthwise GCC kernels into chunks of at most this many taps
     requires: tuple = ("onnx", "onnxruntime", "onnxsim")
+    # detectors: "rows" = the official (confidences, locations); "levels" = each head's conv map, laid out on
+    # the board (runtime.detect.assemble_levels) — the NPU runs the row layout's Reshapes on its CPU otherwise
+    detection_outputs: str = "rows"
 
     @property
     def name(self) -> str:
@@ -92,5 +95,6 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
     # The NPU's depthwise kernels are at most 16 taps per side; cutting them in the lowering gives the graph
     # rknn-toolkit2 would make itself (BENCHMARKS.md: RKNN), so what runs is what we verified in ONNX.
     ExportFormat(RUNTIME_FORMATS["rknn"], "RKNN fp16/int8 for Rockchip NPUs via rknn-toolkit2 (managed environment)",
-                 build=_rknn_build, runner=_rknn_runner, gcc_default="conv", gcc_taps_default=16),
+                 build=_rknn_build, runner=_rknn_runner, gcc_default="conv", gcc_taps_default=16,
+                 detection_outputs="levels"),
 )}

@@ -250,14 +250,21 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
                 f"convolution (the artifact takes {ARTIFACT_CHANNEL_ORDER})")
         lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap)
         onnx_path = staging / f"{job.stem}.onnx"
-        names = OUTPUT_NAMES[spec.task]
+        names = graph_names = OUTPUT_NAMES[spec.task]
+        levels = spec.task == "detection" and fmt.detection_outputs == "levels"
+        if levels:
+            from ..models.ssd import HeadMapsOutput
+
+            lowered = HeadMapsOutput(lowered)
+            graph_names = tuple(f"head_{k}" for k in range(len(model.ssd_heads)))
         log(f"exporting ONNX (opset {job.opset}, {job.exporter} exporter)")
-        export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter, names)
+        export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter,
+                    graph_names)
         ops = op_census(onnx_path)
         bad = forbidden_ops(job.model, ops, onnx_path)
         if bad:
             raise ExportError(f"lowered graph still contains {', '.join(bad)}")
-        post = task_postprocess(model, job)
+        post = task_postprocess(model, job, graph_names if levels else None)
         built = (BuildResult(onnx_path, parity_limits={"max_abs": ONNX_MAX_ABS, "cosine": ONNX_MIN_COSINE,
                                                        "detection_agreement": ONNX_MIN_DETECTIONS})
                  if fmt.build is None else fmt.build(job, onnx_path, staging, log))
@@ -268,7 +275,10 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         parity = None
         if job.verify:
             log("verifying against the un-lowered PyTorch model")
-            result = check_parity(model, fmt.runner(artifact, job), job.imgsz, ARTIFACT_CHANNEL_ORDER,
+            run = fmt.runner(artifact, job)
+            if levels:  # compare what the board computes: the head maps laid out as the official rows
+                run = _assembled(run, spec.num_classes)
+            result = check_parity(model, run, job.imgsz, ARTIFACT_CHANNEL_ORDER,
                                   job.trained_channel_order, spec.task, spec.resize, names,
                                   _anchors(post))
             parity = result.as_dict()
@@ -315,7 +325,13 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             _remove_empty(created)  # leave the file system as we found it
 
 
-def task_postprocess(model, job: ExportJob) -> dict | None:
+def _assembled(run, num_classes: int):
+    from ..runtime.detect import assemble_levels
+
+    return lambda x: list(assemble_levels(run(x), num_classes))
+
+
+def task_postprocess(model, job: ExportJob, level_names: tuple | None = None) -> dict | None:
     """The task's post-processing parameters for the manifest. Detection: the official ``predict()``
     settings and the anchors for this input size, per level (grid + prior sizes) — the board expands them
     (runtime.detect.expand_anchors), checked here to give the model's own priors bit for bit."""
@@ -330,7 +346,9 @@ def task_postprocess(model, job: ExportJob) -> dict | None:
     if not np.array_equal(expand_anchors(levels), model.anchors(job.imgsz).numpy()):
         raise ExportError("the board's anchor expansion differs from the model's priors")
     defaults = DetectionParams()
-    return {"type": "ssd", "outputs": {"confidences": "confidences", "locations": "locations"},
+    outputs = ({"levels": list(level_names), "layout": "NCHW"} if level_names
+               else {"confidences": "confidences", "locations": "locations"})
+    return {"type": "ssd", "outputs": outputs,
             "background_class": 0, "score_threshold": defaults.score_threshold,
             "iou_threshold": defaults.iou_threshold, "top_k": defaults.top_k, "max_det": None,
             "center_variance": CENTER_VARIANCE, "size_variance": SIZE_VARIANCE,

@@ -44,10 +44,14 @@ class SSDHead(nn.Module):
         else:
             self.loc_cls_layer = ConvLayer(in_channels, out_channels, 1, use_norm=False, use_act=False, bias=True)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def head_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's conv output [B, A * (4 + classes), H, W], before the rows are laid out."""
         if self.proj_layer is not None:
             x = self.proj_layer(x)
-        x = self.loc_cls_layer(x)
+        return self.loc_cls_layer(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.head_map(x)
         # rows (y, x, anchor) row-major; per anchor 4 box codes then the class logits
         x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, BOX_CODES + self.n_classes)
         locations, confidences = torch.split(x, [BOX_CODES, self.n_classes], dim=-1)
@@ -116,6 +120,11 @@ class SingleShotDetector(nn.Module):
         confidences, locations = zip(*(head(fm) for head, fm in zip(self.ssd_heads, self.feature_maps(x))))
         return torch.cat(confidences, dim=1), torch.cat(locations, dim=1)
 
+    def head_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every head's conv output (NCHW), the form an NPU keeps entirely on the accelerator: the row
+        layout of :meth:`forward` is pure data movement, done on the board (runtime.detect.assemble_levels)."""
+        return [head.head_map(fm) for head, fm in zip(self.ssd_heads, self.feature_maps(x))]
+
     @torch.no_grad()
     def anchor_levels(self, imgsz: int) -> list[dict]:
         """Per feature map: its grid (h, w) and the clamped prior (w, h) pairs, for ``imgsz`` x ``imgsz``."""
@@ -144,3 +153,14 @@ class SingleShotDetector(nn.Module):
 def _stage_channels(encoder: Backbone, index: int) -> int:
     convs = [m for m in getattr(encoder, f"layer_{index}").modules() if isinstance(m, nn.Conv2d)]
     return convs[-1].out_channels
+
+
+class HeadMapsOutput(nn.Module):
+    """Deploy wrapper: a (lowered) detector whose outputs are the per-level head maps."""
+
+    def __init__(self, detector: SingleShotDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.detector.head_maps(x))

@@ -222,8 +222,17 @@ def _check_task_outputs(artifact: Artifact, mpath: Path) -> None:
         anchors = anchor_count(post["anchors"])
         roles = post["outputs"]
         names = {o.name: o for o in outputs}
+        if "levels" in roles:  # per-level head maps [B, A * (4 + C), H, W]
+            maps = [names[name] for name in roles["levels"]]
+            levels = post["anchors"]
+            want = [(len(lv["sizes"]) * (4 + classes), *lv["grid"]) for lv in levels]
+            got = [tuple(m.shape[1:]) if roles.get("layout", "NCHW") == "NCHW" else
+                   (m.shape[3], m.shape[1], m.shape[2]) for m in maps]
+            if len(maps) != len(outputs) or got != want:
+                raise ArtifactError(f"{mpath}: task detection: head maps {got} do not fit the anchors ({want})")
+            return
         conf, loc = names[roles["confidences"]], names[roles["locations"]]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"{mpath}: task detection needs postprocess.anchors and postprocess.outputs naming "
                             f"the confidences and locations outputs ({_short(exc)})") from None
     if len(outputs) != 2 or conf.shape[1:] != (anchors, classes) or loc.shape[1:] != (anchors, 4):

@@ -58,6 +58,19 @@ def expand_anchors(levels: Sequence[dict]) -> np.ndarray:
     return np.clip(np.concatenate(rows), 0, 1).astype(np.float32)
 
 
+def assemble_levels(maps: Sequence[np.ndarray], num_classes: int, layout: str = "NCHW") -> tuple:
+    """Per-level head maps [B, A * (4 + C), H, W] (or NHWC) -> the official (confidences [B, N, C],
+    locations [B, N, 4]): rows (y, x, anchor) row-major, per anchor 4 box codes then C logits, levels in
+    order — exactly the model's own permute + view + split + cat."""
+    rows = []
+    for m in maps:
+        m = np.asarray(m, dtype=np.float32)
+        nhwc = m.transpose(0, 2, 3, 1) if layout == "NCHW" else m
+        rows.append(nhwc.reshape(len(m), -1, 4 + num_classes))
+    joined = np.concatenate(rows, axis=1)
+    return np.ascontiguousarray(joined[..., 4:]), np.ascontiguousarray(joined[..., :4])
+
+
 def softmax32(logits: np.ndarray) -> np.ndarray:
     """float32 softmax over the last axis: exp(x - max) / sum."""
     x = np.asarray(logits, dtype=np.float32)
@@ -73,6 +86,17 @@ def decode_boxes(locations: np.ndarray, anchors: np.ndarray, center_variance: fl
     centre = loc[..., :2] * np.float32(center_variance) * anchors[..., 2:] + anchors[..., :2]
     half = wh / np.float32(2)
     return np.concatenate([centre - half, centre + half], axis=-1)
+
+
+_UPPER = np.zeros((0, 0), dtype=bool)
+
+
+def _upper(n: int) -> np.ndarray:
+    """[n, n] strictly upper triangular mask, a view of one cached mask."""
+    global _UPPER
+    if len(_UPPER) < n:
+        _UPPER = np.triu(np.ones((max(n, 2 * len(_UPPER)),) * 2, dtype=bool), k=1)
+    return _UPPER[:n, :n]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -99,7 +123,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     union -= w
     with np.errstate(divide="ignore", invalid="ignore"):
         w /= union  # IoU
-    first, second = np.nonzero(np.triu(w > np.float32(iou_threshold), k=1))  # earlier suppresses later
+    over = w > np.float32(iou_threshold)
+    over &= _upper(len(order))  # only an earlier (higher-scoring) box suppresses a later one
+    first, second = np.nonzero(over)
     keep = np.ones(len(order), dtype=bool)
     while len(first):
         new = np.ones(len(order), dtype=bool)

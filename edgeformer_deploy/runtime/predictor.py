@@ -8,7 +8,8 @@ from typing import List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from .backends import BackendOptions
-from .detect import Detection, DetectionParams, Detections, expand_anchors, postprocess, scale_boxes
+from .detect import (Detection, DetectionParams, Detections, assemble_levels, expand_anchors, postprocess,
+                     scale_boxes)
 from .errors import ArtifactError, PredictError
 from .labels import labels_for
 from .preprocess import ImageLike, load_image
@@ -148,13 +149,24 @@ class DetectHead:
         self.background = int(post.get("background_class", 0))
         # class ids 0..C-2: COCO's 80-class order, the network's label minus the background
         self.labels = labels_for(artifact.num_classes - 1, artifact.labels)
+        self.num_classes = artifact.num_classes
         names = [spec.name for spec in artifact.outputs]
-        self.conf_index = names.index(post["outputs"]["confidences"])
-        self.loc_index = names.index(post["outputs"]["locations"])
+        roles = post["outputs"]
+        self.levels = [names.index(name) for name in roles["levels"]] if "levels" in roles else None
+        self.layout = roles.get("layout", "NCHW")
+        if self.levels is None:
+            self.conf_index, self.loc_index = names.index(roles["confidences"]), names.index(roles["locations"])
+
+    def rows(self, outputs: Sequence[np.ndarray]) -> tuple:
+        """(confidences [B, N, C], locations [B, N, 4]) from the artifact's outputs."""
+        if self.levels is not None:
+            return assemble_levels([outputs[k] for k in self.levels], self.num_classes, self.layout)
+        return outputs[self.conf_index], outputs[self.loc_index]
 
     def raw(self, outputs: Sequence[np.ndarray], i: int) -> Detections:
         """Image ``i``'s detections, normalised to the network input (the official ``predict()``)."""
-        return postprocess(outputs[self.conf_index][i], outputs[self.loc_index][i], self.anchors, self.params)
+        confidences, locations = self.rows(outputs)
+        return postprocess(confidences[i], locations[i], self.anchors, self.params)
 
     def detections(self, outputs: Sequence[np.ndarray], i: int, width: int, height: int) -> List[Detection]:
         found = self.raw(outputs, i)
