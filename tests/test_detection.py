@@ -281,3 +281,50 @@ def onnx_classifier(tmp_path_factory, official_dir):
 
     return export_onnx(tmp_path_factory.getbasetemp() / "exports", official_dir, "edgeformer_s")
 
+
+
+# -- TFLite and RKNN (real converters; the RKNN NPU itself is the toolkit's simulator) --------------
+@pytest.fixture(scope="module")
+def det_converted(tmp_path_factory, det_dir):
+    """SSD-EdgeFormer-S (official-code weights) as TFLite fp32 and RKNN fp16 for rk3588, through the CLI."""
+    out = tmp_path_factory.mktemp("det-converted")
+    weights = det_dir / "ssd_edgeformer_s.pt"
+    for fmt in ("tflite", "rknn"):
+        result = run_cli("edgeformer-export", "--model", "ssd_edgeformer_s", "--weights", weights, "--format", fmt,
+                         "--output", out, timeout=1200, offline=True)
+        assert result.returncode == 0, result.stderr
+    return {"tflite": out / "ssd_edgeformer_s_320.tflite", "rknn": out / "ssd_edgeformer_s_320_rk3588.rknn"}
+
+
+def test_tflite_detector_parity_and_boxes(det_converted, det_onnx):
+    manifest = json.loads(manifest_path(det_converted["tflite"]).read_text())
+    assert [o["name"] for o in manifest["outputs"]] == ["confidences", "locations"]
+    assert all(o["tensor"] for o in manifest["outputs"])  # the interpreter's own names, looked up on the board
+    assert manifest["parity"]["max_abs"] < 1e-4 and manifest["parity"]["detections"]["agreement"] >= 0.99
+    assert not [op for op in manifest["ops"] if op in ("TRANSPOSE", "GATHER")] and "FLEX" not in str(manifest["ops"])
+    photo = sample_images()[1]
+    with Predictor(det_converted["tflite"], conf=0.3) as tflite, Predictor(det_onnx["ssd_edgeformer_s"],
+                                                                           conf=0.3) as onnx:
+        a, b = tflite.predict(photo), onnx.predict(photo)
+    assert len(a) == len(b) > 0
+    assert [d.class_id for d in a] == [d.class_id for d in b]
+    assert np.abs(np.array([d.box for d in a]) - np.array([d.box for d in b])).max() < 0.05  # pixels
+
+
+def test_rknn_detector_runs_on_the_npu_and_matches(det_converted):
+    """The head maps are the outputs (all layers on the NPU); the board lays them out as the official rows.
+    The simulator's outputs, kept beside the artifact, go through the board's own head."""
+    from edgeformer_deploy.export.rknn_format import simulator_outputs
+    from edgeformer_deploy.runtime.artifact import load_artifact
+    from edgeformer_deploy.runtime.predictor import DetectHead
+
+    path = det_converted["rknn"]
+    manifest = json.loads(manifest_path(path).read_text())
+    assert manifest["rknn"]["layers"]["cpu_fallback"] == 0
+    assert manifest["postprocess"]["outputs"]["levels"] == [f"head_{k}" for k in range(6)]
+    assert manifest["parity"]["detections"]["agreement"] >= 0.99 and manifest["parity"]["cosine"] >= 0.999
+    head = DetectHead(load_artifact(path))
+    saved = np.load(path.with_name(path.name + ".simulator.npz"))
+    confidences, locations = head.rows(simulator_outputs(saved))
+    assert confidences.shape == (8, 3232, 81) and locations.shape == (8, 3232, 4)
+    assert len(head.raw(simulator_outputs(saved), 0)) > 100
