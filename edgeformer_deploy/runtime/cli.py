@@ -149,6 +149,7 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
         started = time.perf_counter()
         outputs = predictor.session.outputs(predictor.to_input(np.stack([crop for _, crop, _ in pending])))
         elapsed_ms = (time.perf_counter() - started) * 1e3
+        rows = predictor.head.rows(outputs) if detection else None
         bad = 0
         for i, (path, _, size) in enumerate(pending):
             if not all(np.isfinite(out[i]).all() for out in outputs):  # never printed as NaN, never counted
@@ -156,7 +157,7 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
                 _fail(f"{path}: the model produced non-finite outputs (NaN/inf) — the artifact is broken")
                 continue
             if detection:
-                found = predictor.head.detections(outputs, i, *size)
+                found = predictor.head.detections(rows, i, *size)
                 show_detections(path, found, elapsed_ms, predictor, as_json)
                 if detect.save_dir is not None:
                     bad += save_drawing(path, found, detect.save_dir)

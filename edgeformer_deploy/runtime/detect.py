@@ -72,10 +72,12 @@ def assemble_levels(maps: Sequence[np.ndarray], num_classes: int, layout: str = 
 
 
 def softmax32(logits: np.ndarray) -> np.ndarray:
-    """float32 softmax over the last axis: exp(x - max) / sum."""
+    """float32 softmax over the last axis: exp(x - max) / sum (in place on one new array)."""
     x = np.asarray(logits, dtype=np.float32)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e = x - x.max(axis=-1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 def decode_boxes(locations: np.ndarray, anchors: np.ndarray, center_variance: float = 0.1,
@@ -88,52 +90,73 @@ def decode_boxes(locations: np.ndarray, anchors: np.ndarray, center_variance: fl
     return np.concatenate([centre - half, centre + half], axis=-1)
 
 
-_UPPER = np.zeros((0, 0), dtype=bool)
+class _Workspace:
+    """Reused scratch matrices for :func:`nms`: fresh n x n temporaries above glibc's mmap threshold cost a
+    page fault per page on every call (measured: 3x the arithmetic itself)."""
+
+    def __init__(self):
+        self.size = 0
+
+    def get(self, n: int):
+        if n > self.size:
+            self.size = max(n, 2 * self.size, 64)
+            self.a = np.empty(self.size * self.size, np.float32)
+            self.b = np.empty(self.size * self.size, np.float32)
+            self.over = np.empty(self.size * self.size, bool)
+            self.upper = np.triu(np.ones((self.size, self.size), dtype=bool), k=1)
+        return (self.a[:n * n].reshape(n, n), self.b[:n * n].reshape(n, n), self.over[:n * n].reshape(n, n),
+                self.upper[:n, :n])
 
 
-def _upper(n: int) -> np.ndarray:
-    """[n, n] strictly upper triangular mask, a view of one cached mask."""
-    global _UPPER
-    if len(_UPPER) < n:
-        _UPPER = np.triu(np.ones((max(n, 2 * len(_UPPER)),) * 2, dtype=bool), k=1)
-    return _UPPER[:n, :n]
+_WORKSPACE = _Workspace()
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy NMS, in decreasing score order (torchvision's CPU ``nms``: stable descending
-    sort, IoU = inter / (area_i + area_j - inter) in float32, suppress when IoU > threshold).
+    sort, IoU = inter / (area_i + area_j - inter) in float32, suppress when IoU > threshold)."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    columns = [np.ascontiguousarray(v) for v in np.asarray(boxes, dtype=np.float32)[order].T]
+    return order[_nms_sorted(*columns, iou_threshold)]
+
+
+def _nms_sorted(x1, y1, x2, y2, iou_threshold: float) -> np.ndarray:
+    """Keep mask of greedy NMS over boxes already in decreasing score order (float32 columns).
 
     Vectorised: the pairwise IoU once, then the greedy recursion solved as a fixed point over the few
     "would suppress" pairs — box j survives iff no surviving earlier box suppresses it; iterating from
     "all survive" settles after as many rounds as the longest suppression chain.
     """
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = (np.ascontiguousarray(v) for v in boxes[order].T)
+    n = len(x1)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
     areas = (x2 - x1) * (y2 - y1)
-    w = np.minimum.outer(x2, x2)
-    w -= np.maximum.outer(x1, x1)
+    w, h, over, upper = _WORKSPACE.get(n)
+    np.minimum(x2[:, None], x2[None, :], out=w)
+    w -= np.maximum(x1[:, None], x1[None, :], out=h)
     np.maximum(w, 0, out=w)
-    h = np.minimum.outer(y2, y2)
-    h -= np.maximum.outer(y1, y1)
+    np.minimum(y2[:, None], y2[None, :], out=h)
+    h -= np.maximum(y1[:, None], y1[None, :])
     np.maximum(h, 0, out=h)
     w *= h  # intersections
-    union = np.add.outer(areas, areas)
-    union -= w
+    np.add(areas[:, None], areas[None, :], out=h)
+    h -= w  # unions
     with np.errstate(divide="ignore", invalid="ignore"):
-        w /= union  # IoU
-    over = w > np.float32(iou_threshold)
-    over &= _upper(len(order))  # only an earlier (higher-scoring) box suppresses a later one
-    first, second = np.nonzero(over)
-    keep = np.ones(len(order), dtype=bool)
-    while len(first):
-        new = np.ones(len(order), dtype=bool)
+        w /= h  # IoU
+    np.greater(w, np.float32(iou_threshold), out=over)
+    over &= upper  # only an earlier (higher-scoring) box suppresses a later one
+    pairs = np.flatnonzero(over)
+    if not len(pairs):
+        return keep
+    first, second = np.divmod(pairs, n)
+    while True:
+        new = np.ones(n, dtype=bool)
         new[second[keep[first]]] = False
         if np.array_equal(new, keep):
-            break
+            return keep
         keep = new
-    return order[keep]
 
 
 def postprocess(confidences: np.ndarray, locations: np.ndarray, anchors: np.ndarray,
@@ -141,27 +164,28 @@ def postprocess(confidences: np.ndarray, locations: np.ndarray, anchors: np.ndar
     """One image's raw SSD outputs ([N, C] logits, [N, 4] codes) -> :class:`Detections`."""
     scores = softmax32(confidences)
     boxes = decode_boxes(locations, anchors, params.center_variance, params.size_variance)
-    labels, kept_scores, kept_boxes = [], [], []
-    if params.class_agnostic:
+    threshold = np.float32(params.score_threshold)
+    if params.class_agnostic:  # each anchor's best class, one NMS over all
         best = scores[:, 1:].argmax(axis=1) + 1
         best_score = scores[np.arange(len(scores)), best]
-        candidates = np.flatnonzero(best_score > np.float32(params.score_threshold))
-        keep = candidates[nms(boxes[candidates], best_score[candidates], params.iou_threshold)][:params.top_k]
-        labels, kept_scores, kept_boxes = [best[keep]], [best_score[keep]], [boxes[keep]]
-    else:
-        # candidates of every class at once: (class, anchor) pairs in class-major order
-        classes, anchors_of = np.nonzero(scores[:, 1:].T > np.float32(params.score_threshold))
-        bounds = np.searchsorted(classes, np.arange(scores.shape[1]))
-        for c in np.unique(classes) + 1:
-            candidates = anchors_of[bounds[c - 1]:bounds[c]]
-            keep = candidates[nms(boxes[candidates], scores[candidates, c], params.iou_threshold)][:params.top_k]
-            labels.append(np.full(len(keep), c, dtype=np.int64))
-            kept_scores.append(scores[keep, c])
-            kept_boxes.append(boxes[keep])
-    if not labels:
-        return Detections(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
-    result = Detections(np.concatenate(labels).astype(np.int64), np.concatenate(kept_scores).astype(np.float32),
-                        np.concatenate(kept_boxes).astype(np.float32))
+        anchor_ids = np.flatnonzero(best_score > threshold)
+        classes, cand_scores = best[anchor_ids], best_score[anchor_ids]
+        groups = np.zeros(len(anchor_ids), dtype=np.int64)
+    else:  # (class, anchor) candidates, class-major: one NMS per class
+        groups, anchor_ids = np.nonzero(scores[:, 1:].T > threshold)
+        classes, cand_scores = groups + 1, scores[anchor_ids, groups + 1]
+    # one stable sort: by group, then decreasing score (ties keep anchor order, as torchvision's stable sort)
+    order = np.lexsort((-cand_scores, groups))
+    groups, classes, anchor_ids, cand_scores = groups[order], classes[order], anchor_ids[order], cand_scores[order]
+    columns = [np.ascontiguousarray(v) for v in boxes[anchor_ids].T]
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if len(groups) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(groups)].astype(np.int64)
+    keep = np.zeros(len(groups), dtype=bool)
+    for lo, hi in zip(starts, ends):
+        kept = lo + np.flatnonzero(_nms_sorted(*(c[lo:hi] for c in columns), params.iou_threshold))
+        keep[kept[:params.top_k]] = True  # the first top_k per group, after NMS
+    result = Detections(classes[keep].astype(np.int64), cand_scores[keep].astype(np.float32),
+                        boxes[anchor_ids[keep]].astype(np.float32))
     if params.max_det is not None and len(result) > params.max_det:
         top = np.sort(np.argsort(-result.scores, kind="stable")[:params.max_det])  # keep class-major order
         result = Detections(result.labels[top], result.scores[top], result.boxes[top])

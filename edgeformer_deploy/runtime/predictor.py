@@ -90,7 +90,8 @@ class Predictor:
         batch = [load_image(image) for image in ([images] if single else list(images))]
         outputs = self.session.outputs(self.preprocess(batch))
         if self.task == "detection":
-            results = [self.head.detections(outputs, i, *image.size) for i, image in enumerate(batch)]
+            rows = self.head.rows(outputs)
+            results = [self.head.detections(rows, i, *image.size) for i, image in enumerate(batch)]
         else:
             results = self.head.top_k(outputs[0], topk)
         return results[0] if single else results
@@ -163,13 +164,15 @@ class DetectHead:
             return assemble_levels([outputs[k] for k in self.levels], self.num_classes, self.layout)
         return outputs[self.conf_index], outputs[self.loc_index]
 
-    def raw(self, outputs: Sequence[np.ndarray], i: int) -> Detections:
-        """Image ``i``'s detections, normalised to the network input (the official ``predict()``)."""
-        confidences, locations = self.rows(outputs)
+    def raw(self, rows: tuple, i: int) -> Detections:
+        """Image ``i``'s detections from :meth:`rows`, normalised to the network input (the official
+        ``predict()``)."""
+        confidences, locations = rows
         return postprocess(confidences[i], locations[i], self.anchors, self.params)
 
-    def detections(self, outputs: Sequence[np.ndarray], i: int, width: int, height: int) -> List[Detection]:
-        found = self.raw(outputs, i)
+    def detections(self, rows: tuple, i: int, width: int, height: int) -> List[Detection]:
+        """Image ``i``'s detections in its original pixels (``width`` x ``height``)."""
+        found = self.raw(rows, i)
         boxes = scale_boxes(found.boxes, width, height)
         return [Detection([float(v) for v in box], float(score), int(label) - 1, self.labels[int(label) - 1])
                 for box, score, label in zip(boxes, found.scores, found.labels)]
