@@ -90,3 +90,23 @@ def test_rknn_cannot_run_here(tmp_path):
     else:  # the rknn export format is not there yet
         assert_one_line_error(result, "unknown format 'rknn'")
     assert not (tmp_path / "x").exists()
+
+
+def test_compare_detection_times_post_processing(tmp_path, official_dir):
+    """--task detection: SSD-MobileViT-S (baseline) vs SSD-EdgeFormer-S, latency plus the board's numpy
+    post-processing of the sample frame's outputs."""
+    det = official_dir.parent / "official-det-seg"
+    out = tmp_path / "det"
+    result = run_cli("edgeformer-bench", "compare", "--task", "detection", "--format", "onnx", "--imgsz", 128,
+                     "--output", out, "--runs", 3, "--warmup", 1, "--threads", 1, "--no-rss",
+                     "--weights-edgeformer", det / "ssd_edgeformer_s.pt", "--weights-mobilevit",
+                     det / "ssd_mobilevit_s.pt", "--json", tmp_path / "det.json", timeout=900)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "det.json").read_text())
+    assert [a["model"] for a in doc["artifacts"]] == ["ssd_mobilevit_s", "ssd_edgeformer_s"]
+    assert doc["compare"]["task"] == "detection" and doc["compare"]["baseline"] == "ssd_mobilevit_s"
+    for artifact in doc["artifacts"]:
+        assert artifact["status"] == "ok" and artifact["task"] == "detection"
+        post = artifact["postprocess_ms"]
+        assert post["median"] > 0 and post["runs"] == 20 and post["detections"] > 0
+    assert "post-proc. ms" in result.stdout

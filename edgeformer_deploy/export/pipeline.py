@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -155,14 +154,11 @@ def _importable(name: str) -> bool:
 
 
 def _check_output_dir(output: Path) -> None:
-    if output.exists() and not output.is_dir():
-        raise ExportError(f"output path {output} is an existing file, not a folder")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create output folder {output}: {exc.strerror}") from None
-    if not os.access(output, os.W_OK | os.X_OK):
-        raise ExportError(f"output folder {output} is not writable")
+    from ..runtime.folders import folder_problem
+
+    problem = folder_problem(output, "output folder")
+    if problem:
+        raise ExportError(problem)
 
 
 def _missing_parents(output: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from typing import Sequence
 from PIL import ImageDraw
 
 from .errors import PredictError
+from .folders import folder_problem
 from .preprocess import read_image
 
 PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49), (72, 249, 10),
@@ -19,15 +20,9 @@ PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207,
 
 def prepare_folder(folder: Path) -> None:
     """Create ``folder`` (one line if it cannot be), before any image is processed."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise PredictError(f"--save {folder} is an existing file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PredictError(f"--save: cannot create {folder} ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PredictError(f"--save folder {folder} is not writable")
+    problem = folder_problem(folder, "--save folder")
+    if problem:
+        raise PredictError(problem)
 
 
 def draw_detections(path: Path, detections: Sequence, folder: Path) -> Path:
