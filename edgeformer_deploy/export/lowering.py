@@ -9,6 +9,7 @@
 * the position embeddings and BN shifts become one constant bias map added after the second convolution
   (the spatial path is affine, so that map is just the path evaluated at zero input);
 * every Conv+BN pair, and every BN directly in front of a 1x1 conv, folds into the conv; dropout goes;
+* DeepLab's image-pooling branch becomes a broadcasting Add of its 1x1 map (no Expand / Resize);
 * optionally the input channel order is reversed inside the stem convolution (its weights' input
   channels permuted — exact, the conv's zero padding is the same in every channel), so an artifact of a
   BGR-trained checkpoint takes RGB like every camera, decoder and NPU frame does.
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..models.deeplab import ASPPPooling
 from ..models.edgeformer import GCCBlock, OuterFrame, circular_conv
 from ..models.layers import ConvLayer
 
@@ -219,17 +221,31 @@ def _lower_outer_frame(frame: OuterFrame) -> None:
         frame.spatial_global_rep[-1] = nn.Identity()
 
 
-def gcc_feature_sizes(model: nn.Module, imgsz: int) -> dict[GCCBlock, int]:
-    """Feature-map size seen by every GCC block at ``imgsz`` (one dry forward pass with hooks)."""
-    sizes: dict[GCCBlock, int] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: sizes.__setitem__(mod, args[0].shape[2]))
-             for m in model.modules() if isinstance(m, GCCBlock)]
+class BroadcastPooling(nn.Module):
+    """Deploy form of the ASPP image-pooling branch for a fixed map size: the pooled 1x1 map spread over
+    H x W by adding a constant zero map (a broadcasting Add every runtime has; no Expand, no Resize)."""
+
+    def __init__(self, pooling: ASPPPooling, height: int, width: int):
+        super().__init__()
+        self.pool = pooling.aspp_pool
+        self.register_buffer("zeros", torch.zeros(1, 1, height, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) + self.zeros
+
+
+def feature_sizes(model: nn.Module, imgsz: int, types: tuple) -> dict[nn.Module, tuple]:
+    """Input (H, W) of every module of ``types`` at ``imgsz`` (one dry forward pass with hooks)."""
+    sizes: dict[nn.Module, tuple] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: sizes.__setitem__(mod, tuple(args[0].shape[2:])))
+             for m in model.modules() if isinstance(m, types)]
     try:
         model(torch.zeros(1, 3, imgsz, imgsz))
     finally:
         for hook in hooks:
             hook.remove()
     return sizes
+
 
 
 def stem_conv(model: nn.Module) -> nn.Conv2d:
@@ -262,12 +278,13 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     model = copy.deepcopy(model).eval()
     if swap_input_channels:
         fold_channel_swap(model)
-    sizes = gcc_feature_sizes(model, imgsz)
+    sizes = feature_sizes(model, imgsz, (GCCBlock, ASPPPooling))
     for frame in [m for m in model.modules() if isinstance(m, OuterFrame)]:
         _lower_outer_frame(frame)
-    _replace(model, lambda m: LoweredGCCBlock(m, sizes[m], gcc, max_taps) if isinstance(m, GCCBlock) else None)
+    _replace(model, lambda m: LoweredGCCBlock(m, sizes[m][0], gcc, max_taps) if isinstance(m, GCCBlock) else None)
+    _replace(model, lambda m: BroadcastPooling(m, *sizes[m]) if isinstance(m, ASPPPooling) else None)
     _replace(model, lambda m: _lower_conv_layer(m) if isinstance(m, ConvLayer) else None)
-    _replace(model, lambda m: nn.Identity() if isinstance(m, nn.Dropout) else None)
+    _replace(model, lambda m: nn.Identity() if isinstance(m, (nn.Dropout, nn.Dropout2d)) else None)
     return model
 
 

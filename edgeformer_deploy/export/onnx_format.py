@@ -15,7 +15,8 @@ from ..runtime.backends import run_in_batches
 from ..runtime.onnx_backend import create_session
 
 INPUT_NAME = "images"
-OUTPUT_NAMES = {"classification": ("logits",), "detection": ("confidences", "locations")}
+OUTPUT_NAMES = {"classification": ("logits",), "detection": ("confidences", "locations"),
+                "segmentation": ("logits_os16",)}
 OUTPUT_NAME = OUTPUT_NAMES["classification"][0]
 
 

@@ -29,6 +29,8 @@ FORBIDDEN_EDGEFORMER_OPS = ("Resize", "Shape", "Gather", "Expand", "Where", "Con
                             "BatchNormalization")
 ONNX_MAX_ABS, ONNX_MIN_COSINE = 1e-4, 0.99999
 ONNX_MIN_DETECTIONS = 0.99  # detection: final detections with a twin (verify.py), both ways
+ONNX_MIN_MASKS = 0.999  # segmentation: pixels of the final masks that agree
+SEGMENTATION_MAX_REL = 1e-5  # segmentation fp32 gates: max-abs / max |reference logit| (replaces max-abs)
 INPUT_NAME = "images"
 # Every artifact takes RGB: a BGR-trained checkpoint's channel swap is folded into its stem convolution at
 # lowering (exact, free at run time), so cameras, decoders, RKNN frames and every runtime share one order.
@@ -248,11 +250,16 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         onnx_path = staging / f"{job.stem}.onnx"
         names = graph_names = OUTPUT_NAMES[spec.task]
         levels = spec.task == "detection" and fmt.detection_outputs == "levels"
+        reference = model
         if levels:
             from ..models.ssd import HeadMapsOutput
 
             lowered = HeadMapsOutput(lowered)
             graph_names = tuple(f"head_{k}" for k in range(len(model.ssd_heads)))
+        if spec.task == "segmentation":  # the graph ends before the x16 upsampling (runtime/segment.py)
+            from ..models.deeplab import LogitsOS16Output
+
+            lowered, reference = LogitsOS16Output(lowered), LogitsOS16Output(model)
         log(f"exporting ONNX (opset {job.opset}, {job.exporter} exporter)")
         export_onnx(lowered, onnx_path, job.imgsz, job.batch, job.dynamic_batch, job.opset, job.exporter,
                     graph_names)
@@ -262,10 +269,15 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             raise ExportError(f"lowered graph still contains {', '.join(bad)}")
         post = task_postprocess(model, job, graph_names if levels else None)
         built = (BuildResult(onnx_path, parity_limits={"max_abs": ONNX_MAX_ABS, "cosine": ONNX_MIN_COSINE,
-                                                       "detection_agreement": ONNX_MIN_DETECTIONS})
+                                                       "detection_agreement": ONNX_MIN_DETECTIONS,
+                                                       "mask_agreement": ONNX_MIN_MASKS})
                  if fmt.build is None else fmt.build(job, onnx_path, staging, log))
         artifact = built.artifact
         limits = dict(built.parity_limits)
+        if spec.task == "segmentation" and "max_abs" in limits:
+            # logits of 1e2-1e3 on photos: an absolute 1e-4 is below float32 resolution there
+            limits["max_rel"] = SEGMENTATION_MAX_REL
+            del limits["max_abs"]
         if job.min_cosine is not None:
             limits["cosine"] = job.min_cosine
         parity = None
@@ -274,12 +286,13 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             run = fmt.runner(artifact, job)
             if levels:  # compare what the board computes: the head maps laid out as the official rows
                 run = _assembled(run, spec.num_classes)
-            result = check_parity(model, run, job.imgsz, ARTIFACT_CHANNEL_ORDER,
+            result = check_parity(reference, run, job.imgsz, ARTIFACT_CHANNEL_ORDER,
                                   job.trained_channel_order, spec.task, spec.resize, names,
                                   _anchors(post))
             parity = result.as_dict()
             parity["limits"] = limits
-            failure = parity_failure(result.max_abs, result.cosine, limits, result.detections)
+            failure = parity_failure(result.max_abs, result.cosine, limits, result.detections, result.masks,
+                                     result.max_rel)
             if failure:
                 raise ExportError(f"verification failed: {failure} — no artifact written")
         batch = "batch" if job.dynamic_batch else job.batch
@@ -330,7 +343,14 @@ def _assembled(run, num_classes: int):
 def task_postprocess(model, job: ExportJob, level_names: tuple | None = None) -> dict | None:
     """The task's post-processing parameters for the manifest. Detection: the official ``predict()``
     settings and the anchors for this input size, per level (grid + prior sizes) — the board expands them
-    (runtime.detect.expand_anchors), checked here to give the model's own priors bit for bit."""
+    (runtime.detect.expand_anchors), checked here to give the model's own priors bit for bit.
+    Segmentation: the upsampling the graph leaves to the board."""
+    if job.spec.task == "segmentation":
+        from ..models.deeplab import OUTPUT_STRIDE
+
+        return {"type": "deeplabv3", "outputs": {"logits": "logits_os16"}, "upsample": OUTPUT_STRIDE,
+                "mask": "bilinear x16 (align_corners false), nearest to the original size, argmax — evaluated "
+                        "at the original size only (runtime.segment.official_mask)"}
     if job.spec.task != "detection":
         return None
     import numpy as np
@@ -352,14 +372,15 @@ def task_postprocess(model, job: ExportJob, level_names: tuple | None = None) ->
 
 
 def _anchors(post: dict | None):
-    if not post:
+    if not post or "anchors" not in post:
         return None
     from ..runtime.detect import expand_anchors
 
     return expand_anchors(post["anchors"])
 
 
-def parity_failure(max_abs: float, cosine: float, limits: dict, detections: dict | None = None) -> str | None:
+def parity_failure(max_abs: float, cosine: float, limits: dict, detections: dict | None = None,
+                   masks: dict | None = None, max_rel: float | None = None) -> str | None:
     """Why the gate fails (None: it passes). A NaN or infinity fails every gate: comparisons with NaN are
     false, so "not above the limit" is not "within the limit"."""
     numbers = f"max-abs {max_abs:.3g} (limit {limits.get('max_abs', 'none')}), cosine {cosine:.7f} " \
@@ -368,9 +389,14 @@ def parity_failure(max_abs: float, cosine: float, limits: dict, detections: dict
         return f"non-finite outputs: {numbers}"
     if max_abs > limits.get("max_abs", math.inf) or not cosine >= limits["cosine"]:
         return numbers
+    if max_rel is not None and not max_rel <= limits.get("max_rel", math.inf):
+        return f"max-abs relative to the largest output {max_rel:.3g} (limit {limits['max_rel']})"
     floor = limits.get("detection_agreement")
     if detections is not None and floor is not None and not detections["agreement"] >= floor:
         return f"detections agree {detections['agreement']:.4f} (limit {floor}; {detections['rule']})"
+    floor = limits.get("mask_agreement")
+    if masks is not None and floor is not None and not masks["pixel_agreement"] >= floor:
+        return f"masks agree on {masks['pixel_agreement']:.5f} of the pixels (limit {floor})"
     return None
 
 

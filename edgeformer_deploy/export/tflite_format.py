@@ -74,24 +74,34 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
                                               else "shipped sample photos"}} if kind == "int8" else {})}}
     return BuildResult(artifact, ops=report["ops"], input={**report["input"], "layout": "NHWC"},
                        # the ONNX (task) name, and the interpreter's own tensor name the board looks it up by
-                       outputs=[{**spec, "name": onnx["name"], "tensor": spec["name"]}
-                                for (spec, _), onnx in zip(outputs, onnx_outputs(onnx_path))],
+                       outputs=[{**spec, "name": onnx["name"], "tensor": spec["name"],
+                                 **({"layout": layout} if layout else {})}
+                                for (spec, _, layout), onnx in zip(outputs, onnx_outputs(onnx_path))],
                        parity_limits=LIMITS[kind], section=section)
 
 
-def match_outputs(tflite: list[dict], onnx: list[dict]) -> list[tuple[dict, int]]:
-    """Each ONNX output (in ONNX order) with its TFLite output and that output's interpreter index: by name
-    (onnx2tf keeps the ONNX output names), else by shape."""
-    matched = []
+def _nhwc(shape: list) -> list:
+    return [shape[0], *shape[2:], shape[1]] if len(shape) == 4 else shape
+
+
+def match_outputs(tflite: list[dict], onnx: list[dict]) -> list[tuple[dict, int, str | None]]:
+    """Each ONNX output (in ONNX order) with its TFLite output, that output's interpreter index and its
+    layout ("NHWC" when onnx2tf made a 4-d NCHW output channels-last, else None): by name (when onnx2tf
+    keeps the ONNX names), else by shape."""
+    matched: list[tuple[dict, int, str | None]] = []
     for spec in onnx:
+        taken = [m for _, m, _ in matched]
         index = next((i for i, t in enumerate(tflite) if t["name"] == spec["name"]), None)
         if index is None:
-            index = next((i for i, t in enumerate(tflite) if t["shape"] == spec["shape"]
-                          and i not in [m for _, m in matched]), None)
+            index = next((i for i, t in enumerate(tflite) if i not in taken and t["shape"] == spec["shape"]), None)
+        if index is None:
+            index = next((i for i, t in enumerate(tflite) if i not in taken and t["shape"] == _nhwc(spec["shape"])),
+                         None)
         if index is None:
             raise ExportError(f"the TFLite model has no output like ONNX output {spec['name']} {spec['shape']} "
                               f"(it has {[(t['name'], t['shape']) for t in tflite]})")
-        matched.append((tflite[index], index))
+        layout = "NHWC" if len(spec["shape"]) == 4 and tflite[index]["shape"] != spec["shape"] else None
+        matched.append((tflite[index], index, layout))
     return matched
 
 
@@ -135,6 +145,7 @@ def tflite_runner(path: Path, job, runtime: str | None = None, env_name: str = "
         lowered = path.parent / f"{job.stem}.onnx"  # beside the artifact in the export's staging folder
         if not lowered.exists():
             return [found[i][1] for i in sorted(found)]
-        return [found[index][1] for _, index in match_outputs(tflite, onnx_outputs(lowered))]
+        return [found[index][1].transpose(0, 3, 1, 2) if layout == "NHWC" else found[index][1]  # ONNX layout
+                for _, index, layout in match_outputs(tflite, onnx_outputs(lowered))]
 
     return run

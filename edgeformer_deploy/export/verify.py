@@ -16,6 +16,7 @@ from torch import nn
 
 from ..runtime.detect import DetectionParams, Detections, postprocess
 from ..runtime.preprocess import preprocess, sample_images
+from ..runtime.segment import official_mask
 
 NUM_RANDOM = 4
 DETECTION_IOU, DETECTION_SCORE = 0.9, 0.01
@@ -38,10 +39,12 @@ class Parity:
     samples: int
     max_abs: float
     cosine: float  # the worst sample's cosine similarity (over every output)
+    max_rel: Optional[float] = None  # max_abs / the reference's largest |value| (segmentation logits reach 1e3)
     top1_agreement: Optional[float] = None  # classification
     top5_agreement: Optional[float] = None
     outputs: dict = field(default_factory=dict)  # per output: max_abs, cosine
     detections: Optional[dict] = None  # detection: agreement of the final detections
+    masks: Optional[dict] = None  # segmentation: agreement of the final masks
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -80,10 +83,12 @@ def compare_outputs(reference: Sequence[np.ndarray], candidate: Sequence[np.ndar
     per = {}
     for name, ref, out in zip(names, reference, candidate):
         out = np.asarray(out).reshape(ref.shape)
-        per[name] = {"max_abs": float(np.abs(ref.astype(np.float64) - out).max()),
+        max_abs = float(np.abs(ref.astype(np.float64) - out).max())
+        per[name] = {"max_abs": max_abs, "max_rel": max_abs / max(float(np.abs(ref).max()), 1e-30),
                      "cosine": float(_cosines(ref, out).min())}
     return Parity(reference=label, samples=len(reference[0]), max_abs=max(v["max_abs"] for v in per.values()),
-                  cosine=min(v["cosine"] for v in per.values()), outputs=per)
+                  cosine=min(v["cosine"] for v in per.values()), outputs=per,
+                  max_rel=max(v["max_rel"] for v in per.values()))
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -136,4 +141,16 @@ def check_parity(model: nn.Module, run: Callable[[np.ndarray], List[np.ndarray]]
     if task == "detection":
         candidate = [c.reshape(r.shape) for c, r in zip(candidate, reference)]
         parity.detections = compare_detections(reference, candidate, anchors)
+    if task == "segmentation":
+        parity.masks = compare_masks(reference[0], candidate[0].reshape(reference[0].shape), imgsz)
     return parity
+
+
+def compare_masks(reference: np.ndarray, candidate: np.ndarray, imgsz: int) -> dict:
+    """Final masks at the network size (the board's exact x16 bilinear + argmax) of both models."""
+    factor = imgsz // reference.shape[-1]
+    same = total = 0
+    for ref, out in zip(reference, candidate):
+        a, b = official_mask(ref, factor, imgsz, imgsz), official_mask(out, factor, imgsz, imgsz)
+        same, total = same + int((a == b).sum()), total + a.size
+    return {"pixels": total, "pixel_agreement": round(same / total, 7)}

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Backbone, Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage
+from .layers import Backbone, Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage, stage_stride
 
 
 class ChannelAttention(nn.Module):
@@ -175,7 +175,8 @@ EDGEFORMER_CONFIGS = {
 class EdgeFormer(Backbone):
     """EdgeFormer classifier: MobileNetV2 stem + stages 1-2, three GCC stages, 1x1 expansion, head."""
 
-    def __init__(self, variant: str = "s", num_classes: int = 1000, classifier_dropout: float = 0.2):
+    def __init__(self, variant: str = "s", num_classes: int = 1000, classifier_dropout: float = 0.2,
+                 output_stride: int = 32):
         super().__init__()
         cfg = EDGEFORMER_CONFIGS[variant]
         self.variant = variant
@@ -185,7 +186,8 @@ class EdgeFormer(Backbone):
         channels = cfg.layer2
         for index, stage in enumerate(cfg.stages, start=3):
             layer = nn.Sequential(
-                InvertedResidual(channels, stage.out_channels, stride=2, expand_ratio=4),
+                InvertedResidual(channels, stage.out_channels, stride=stage_stride(index, output_stride),
+                                 expand_ratio=4),
                 OuterFrame(stage.out_channels, stage.cf_s_channels, stage.cf_ffn_channels, stage.cf_blocks,
                            stage.meta_kernel_size, cfg.fusion),
             )

@@ -78,6 +78,14 @@ def make_mv2_stage(in_channels: int, out_channels: int, num_blocks: int, stride:
     return nn.Sequential(*blocks)
 
 
+def stage_stride(index: int, output_stride: int) -> int:
+    """Stride of stage ``index``'s first block. Output stride 16 (the official segmentation backbone) removes
+    layer 5's downsampling and nothing else: the official code's dilation for it comes out as 1."""
+    if output_stride not in (16, 32):
+        raise ValueError(f"output_stride must be 16 or 32 (got {output_stride})")
+    return 1 if index == 5 and output_stride == 16 else 2
+
+
 class Backbone(nn.Module):
     """The ml-cvnets encoder layout shared by EdgeFormer and MobileViT: ``conv_1``, ``layer_1``…``layer_5``,
     then (classification only) ``conv_1x1_exp`` + ``classifier``. Detection and segmentation wrappers set

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Backbone, Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage
+from .layers import Backbone, Classifier, ConvLayer, InvertedResidual, init_weights, make_mv2_stage, stage_stride
 
 
 class MultiHeadAttention(nn.Module):
@@ -114,7 +114,7 @@ MOBILEVIT_CONFIGS = {
 
 
 class MobileViT(Backbone):
-    def __init__(self, variant: str = "s", num_classes: int = 1000):
+    def __init__(self, variant: str = "s", num_classes: int = 1000, output_stride: int = 32):
         super().__init__()
         cfg = MOBILEVIT_CONFIGS[variant]
         self.variant = variant
@@ -124,7 +124,8 @@ class MobileViT(Backbone):
         channels = cfg.layer2
         for index, stage in enumerate(cfg.stages, start=3):
             layer = nn.Sequential(
-                InvertedResidual(channels, stage.out_channels, stride=2, expand_ratio=cfg.expand_ratio),
+                InvertedResidual(channels, stage.out_channels, stride=stage_stride(index, output_stride),
+                                 expand_ratio=cfg.expand_ratio),
                 MobileViTBlock(stage.out_channels, stage.transformer_dim, stage.ffn_dim, stage.blocks),
             )
             setattr(self, f"layer_{index}", layer)

@@ -10,13 +10,15 @@ from torch import nn
 from ..errors import EdgeformerError
 from .edgeformer import EdgeFormer
 from .mobilevit import MobileViT
+from .deeplab import NUM_CLASSES as VOC_CLASSES
+from .deeplab import OUTPUT_STRIDE, DeepLabV3
 from .ssd import NUM_CLASSES as SSD_CLASSES
 from .ssd import SingleShotDetector
 
 # The official ParC-Net / ml-cvnets v0.1 pipeline reads images with cv2.imread and never converts them
 # (data/datasets/dataset_base.py: read_image), so its checkpoints were trained on BGR in [0, 1].
 OFFICIAL_CHANNEL_ORDER = "BGR"
-TASKS = ("classification", "detection")
+TASKS = ("classification", "detection", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ def _detector(name: str, family: str, backbone: Callable[[], nn.Module]) -> Mode
                      build=lambda n: SingleShotDetector(backbone(), n), imgsz=320, resize="stretch", labels="coco80")
 
 
+def _segmenter(name: str, family: str, backbone: Callable[[], nn.Module]) -> ModelSpec:
+    return ModelSpec(name=name, family=family, task="segmentation", num_classes=VOC_CLASSES,
+                     build=lambda n: DeepLabV3(backbone(), n), imgsz=512, resize="stretch", labels="voc21")
+
+
 _SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     _classifier("edgeformer_xs", "edgeformer", lambda n: EdgeFormer("xs", n)),
     _classifier("edgeformer_s", "edgeformer", lambda n: EdgeFormer("s", n)),
@@ -57,6 +64,8 @@ _SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     _classifier("mobilevit_s", "mobilevit", lambda n: MobileViT("s", n)),
     _detector("ssd_edgeformer_s", "edgeformer", lambda: EdgeFormer("s")),
     _detector("ssd_mobilevit_s", "mobilevit", lambda: MobileViT("s")),
+    _segmenter("deeplabv3_edgeformer_s", "edgeformer", lambda: EdgeFormer("s", output_stride=OUTPUT_STRIDE)),
+    _segmenter("deeplabv3_mobilevit_s", "mobilevit", lambda: MobileViT("s", output_stride=OUTPUT_STRIDE)),
 )}
 
 

@@ -17,7 +17,7 @@ from .errors import ArtifactError
 from .formats import SUFFIX_FORMATS
 from .preprocess import CHANNEL_ORDERS, RESIZE_MODES
 
-TASKS = ("classification", "detection")
+TASKS = ("classification", "detection", "segmentation")
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "float16", "int8", "uint8")
 
@@ -214,6 +214,17 @@ def _check_task_outputs(artifact: Artifact, mpath: Path) -> None:
         if len(outputs) != 1 or outputs[0].shape[-1:] != (classes,):
             raise ArtifactError(f"{mpath}: task classification needs one [batch, {classes}] output, the manifest "
                                 f"lists {[list(o.shape) for o in outputs]}")
+        return
+    if artifact.task == "segmentation":
+        name = artifact.postprocess.get("outputs", {}).get("logits")
+        spec = next((o for o in outputs if o.name == name), None)
+        grid = artifact.crop // int(artifact.postprocess.get("upsample", 16) or 16)
+        nhwc = spec is not None and spec.layout == "NHWC"  # TFLite keeps 4-d outputs channels-last
+        want = (grid, grid, classes) if nhwc else (classes, grid, grid)
+        if len(outputs) != 1 or spec is None or tuple(spec.shape[1:]) != want:
+            raise ArtifactError(f"{mpath}: task segmentation needs one output named by postprocess.outputs.logits "
+                                f"shaped [batch, {', '.join(map(str, want))}], the manifest lists "
+                                f"{[(o.name, list(o.shape)) for o in outputs]}")
         return
     from .detect import anchor_count
 

@@ -1,5 +1,6 @@
-"""``edgeformer-predict IMAGE_OR_DIR… --model ARTIFACT``: top-k classes (classifiers) or boxes (detectors)
-per image, as tables or JSON lines; ``--save DIR`` draws the boxes.
+"""``edgeformer-predict IMAGE_OR_DIR… --model ARTIFACT``: top-k classes (classifiers), boxes (detectors) or
+the classes of the mask (segmenters) per image, as tables or JSON lines; ``--save DIR`` draws the boxes /
+writes the mask and an overlay.
 
 A bad image gets one error line and the others are still processed; the exit code is 1 when any image
 failed, 2 when the model cannot be used. Never a traceback.
@@ -87,10 +88,11 @@ def _fail(message: str) -> None:
               help="detection: keep at most this many boxes per image, highest scores (default: no cap, as official)")
 @click.option("--agnostic", is_flag=True, help="detection: one NMS over all classes instead of one per class")
 @click.option("--save", "save_dir", type=click.Path(path_type=Path), default=None,
-              help="detection: write each image with its boxes drawn into this folder")
+              help="detection: write each image with its boxes drawn into this folder; segmentation: the mask "
+              "as a palette PNG (VOC colours) and a blended overlay")
 def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus, npu_cores, batch, conf, iou,
          max_det, agnostic, save_dir):
-    """Classify images (ImageNet-1k) or detect objects (COCO) with an exported EdgeFormer/MobileViT artifact."""
+    """Classify (ImageNet-1k), detect (COCO) or segment (PASCAL VOC) images with an exported artifact."""
     try:
         options = DetectOptions(conf, iou, max_det, agnostic, save_dir)
         code = predict_images(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
@@ -127,13 +129,15 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
     check_detection_options(detect.conf, detect.iou, detect.max_det)  # before the model is even opened
     predictor = Predictor(model_path, backend=backend, threads=threads, cpus=cpus, npu_cores=npu_cores,
                           conf=detect.conf, iou=detect.iou, max_det=detect.max_det, agnostic=detect.agnostic)
-    detection = predictor.task == "detection"
+    detection, segmentation = predictor.task == "detection", predictor.task == "segmentation"
     used = [name for name, value in (("--conf", detect.conf), ("--iou", detect.iou), ("--max-det", detect.max_det),
-                                     ("--agnostic", detect.agnostic or None), ("--save", detect.save_dir))
-            if value is not None]
+                                     ("--agnostic", detect.agnostic or None)) if value is not None]
+    if detect.save_dir is not None and not (detection or segmentation):
+        used.append("--save")
     if used and not detection:
         predictor.close()
-        raise PredictError(f"{', '.join(used)} apply to detection artifacts; {predictor.artifact.name} is a "
+        what = "detection" if "--save" not in used else "detection and segmentation"
+        raise PredictError(f"{', '.join(used)} apply to {what} artifacts; {predictor.artifact.name} is a "
                            f"{predictor.task} model")
     if detect.save_dir is not None:
         from .draw import prepare_folder
@@ -155,6 +159,12 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
             if not all(np.isfinite(out[i]).all() for out in outputs):  # never printed as NaN, never counted
                 bad += 1
                 _fail(f"{path}: the model produced non-finite outputs (NaN/inf) — the artifact is broken")
+                continue
+            if segmentation:
+                mask = predictor.head.mask(outputs, i, *size)
+                show_segmentation(path, predictor.head.classes(mask), size, elapsed_ms, predictor, as_json)
+                if detect.save_dir is not None:
+                    bad += save_drawing(path, mask, detect.save_dir, predictor.head.labels)
                 continue
             if detection:
                 found = predictor.head.detections(rows, i, *size)
@@ -189,16 +199,42 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
     return EXIT_BAD_IMAGE if failed else 0
 
 
-def save_drawing(path: Path, found, folder: Path) -> int:
-    """Draw ``found`` on the image into ``folder``; 1 (and one error line) when that fails, else 0."""
-    from .draw import draw_detections
+def save_drawing(path: Path, found, folder: Path, labels=None) -> int:
+    """Draw ``found`` (detections, or a class mask) for the image into ``folder``; 1 (and one error line)
+    when that fails, else 0."""
+    from .draw import draw_detections, save_mask
 
     try:
-        draw_detections(path, found, folder)
+        if labels is not None:
+            save_mask(path, found, folder)
+        else:
+            draw_detections(path, found, folder)
     except OSError as exc:
         _fail(f"{path}: cannot write the drawing into {folder} ({exc.strerror or exc})")
         return 1
     return 0
+
+
+def show_segmentation(path, classes, size, elapsed_ms, predictor, as_json) -> None:
+    if as_json:
+        record = {"file": str(path), "model": predictor.artifact.name, "backend": predictor.backend_name,
+                  "size": list(size), "classes": [c._asdict() for c in classes],
+                  "inference_ms": round(elapsed_ms, 3)}
+        click.echo(json.dumps(record, allow_nan=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    for column in ("class", "label", "pixels"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for c in classes:
+        table.add_row(str(c.class_id), c.label, f"{c.fraction:.2%}")
+    console = Console(width=100)
+    console.print(Text(f"{path}  ({predictor.artifact.name}, {predictor.backend_name}): {size[0]}x{size[1]} mask",
+                       style="bold"), soft_wrap=True)
+    console.print(table)
 
 
 def show_detections(path, found, elapsed_ms, predictor, as_json) -> None:

@@ -1,4 +1,5 @@
-"""``edgeformer-predict --save DIR``: the image with its detections drawn (Pillow only)."""
+"""``edgeformer-predict --save DIR``: the image with its detections drawn, or a segmentation mask as a
+palette PNG plus a blended overlay (Pillow only). Files appear complete or not at all."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from PIL import ImageDraw
+from PIL import Image, ImageDraw
 
 from .errors import PredictError
 from .folders import folder_problem
@@ -40,10 +41,13 @@ def draw_detections(path: Path, detections: Sequence, folder: Path) -> Path:
         canvas.rectangle(box, fill=color)
         canvas.text((left, top), text, fill=(255, 255, 255))
     target = Path(folder) / Path(path).name
-    suffix = target.suffix.lower()
-    if suffix not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+    if target.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
         target = target.with_suffix(".png")
-    fd, tmp = tempfile.mkstemp(prefix=".draw-", suffix=target.suffix, dir=folder)
+    return _save(image, target)
+
+
+def _save(image: Image.Image, target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=".draw-", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     try:
         image.save(tmp)
@@ -52,3 +56,33 @@ def draw_detections(path: Path, detections: Sequence, folder: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def voc_palette() -> list:
+    """PASCAL VOC's colour map (class c -> the bits of c spread over R, G, B), 256 entries."""
+    palette = []
+    for c in range(256):
+        r = g = b = 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+OVERLAY_ALPHA = 0.5
+
+
+def save_mask(path: Path, mask, folder: Path) -> tuple:
+    """``<stem>_mask.png`` (palette PNG, VOC colours, pixel value = class id) and ``<stem>_overlay.png``
+    (the image blended with the coloured mask)."""
+    image = read_image(path)
+    stem = Path(path).stem
+    height, width = mask.shape
+    palette_image = Image.frombytes("P", (width, height), mask.astype("uint8").tobytes())
+    palette_image.putpalette(voc_palette())
+    overlay = Image.blend(image, palette_image.convert("RGB"), OVERLAY_ALPHA)
+    return (_save(palette_image, Path(folder) / f"{stem}_mask.png"),
+            _save(overlay, Path(folder) / f"{stem}_overlay.png"))

@@ -1,4 +1,5 @@
-"""Class names shipped with the package (assets/labels, no download): ImageNet-1k, COCO's 80 classes."""
+"""Class names shipped with the package (assets/labels, no download): ImageNet-1k, COCO's 80 classes,
+PASCAL VOC's 21 (background first)."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -8,7 +9,7 @@ from typing import Optional
 LABELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "labels"
 LABELS_FILE = LABELS_DIR / "imagenet1k.txt"
 # name -> (file, number of classes)
-LABEL_SETS = {"imagenet1k": ("imagenet1k.txt", 1000), "coco80": ("coco80.txt", 80)}
+LABEL_SETS = {"imagenet1k": ("imagenet1k.txt", 1000), "coco80": ("coco80.txt", 80), "voc21": ("voc21.txt", 21)}
 
 
 @lru_cache(maxsize=None)

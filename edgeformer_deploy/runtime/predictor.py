@@ -13,6 +13,7 @@ from .detect import (Detection, DetectionParams, Detections, assemble_levels, ex
 from .errors import ArtifactError, PredictError
 from .labels import labels_for
 from .preprocess import ImageLike, load_image
+from .segment import official_mask
 from .session import Session
 
 
@@ -46,8 +47,12 @@ class Predictor:
             raise ArtifactError(f"{self.artifact.path}: a {self.artifact.task} artifact, not {task} "
                                 f"(model {self.artifact.model})")
         self.task = self.artifact.task
-        self.head = (DetectHead(self.artifact, conf, iou, max_det, agnostic) if self.task == "detection"
-                     else ClassifyHead(self.artifact, labels))
+        if self.task == "detection":
+            self.head = DetectHead(self.artifact, conf, iou, max_det, agnostic)
+        elif self.task == "segmentation":
+            self.head = SegmentHead(self.artifact)
+        else:
+            self.head = ClassifyHead(self.artifact, labels)
         self.labels = self.head.labels
 
     @property
@@ -85,13 +90,16 @@ class Predictor:
     # -- task results ----------------------------------------------------------------------------
     def predict(self, images, topk: int = 5):
         """One image (path, PIL image, HxW[x3] uint8 array) -> its result (top-k :class:`Prediction` list,
-        or :class:`Detection` list); a list of images or an NxHxWx3 uint8 array -> one result per image."""
+        :class:`Detection` list, or an H x W uint8 class mask at the image's size); a list of images or an
+        NxHxWx3 uint8 array -> one result per image."""
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         batch = [load_image(image) for image in ([images] if single else list(images))]
         outputs = self.session.outputs(self.preprocess(batch))
         if self.task == "detection":
             rows = self.head.rows(outputs)
             results = [self.head.detections(rows, i, *image.size) for i, image in enumerate(batch)]
+        elif self.task == "segmentation":
+            results = [self.head.mask(outputs, i, *image.size) for i, image in enumerate(batch)]
         else:
             results = self.head.top_k(outputs[0], topk)
         return results[0] if single else results
@@ -176,6 +184,38 @@ class DetectHead:
         boxes = scale_boxes(found.boxes, width, height)
         return [Detection([float(v) for v in box], float(score), int(label) - 1, self.labels[int(label) - 1])
                 for box, score, label in zip(boxes, found.scores, found.labels)]
+
+
+class SegmentHead:
+    """Stride-16 logits -> the official class mask at the original image size (runtime/segment.py)."""
+
+    def __init__(self, artifact):
+        post = artifact.postprocess
+        self.factor = int(post.get("upsample", 16))
+        self.labels = labels_for(artifact.num_classes, artifact.labels)
+        names = [spec.name for spec in artifact.outputs]
+        self.index = names.index(post["outputs"]["logits"])
+        self.nhwc = artifact.outputs[self.index].layout == "NHWC"
+
+    def logits(self, outputs: Sequence[np.ndarray], i: int) -> np.ndarray:
+        """Image ``i``'s stride-16 logits, [classes, h, w]."""
+        x = outputs[self.index][i]
+        return x.transpose(2, 0, 1) if self.nhwc else x
+
+    def mask(self, outputs: Sequence[np.ndarray], i: int, width: int, height: int) -> np.ndarray:
+        return official_mask(self.logits(outputs, i), self.factor, height, width)
+
+    def classes(self, mask: np.ndarray) -> List[SegmentClass]:
+        """The classes present in ``mask`` with their pixel fractions, largest first."""
+        counts = np.bincount(mask.ravel(), minlength=len(self.labels))
+        order = np.argsort(-counts, kind="stable")
+        return [SegmentClass(int(c), self.labels[int(c)], float(counts[c] / mask.size)) for c in order if counts[c]]
+
+
+class SegmentClass(NamedTuple):
+    class_id: int
+    label: str
+    fraction: float
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
