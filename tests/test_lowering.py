@@ -73,3 +73,26 @@ def test_circulant_matrix_is_the_circular_convolution(dim):
     matrix = circulant(kernel, left=dim == 2)
     got = torch.matmul(matrix, x) if dim == 2 else torch.matmul(x, matrix)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ssd_edgeformer_s", "deeplabv3_edgeformer_s", "deeplabv3_mobilevit_s"])
+def test_lowering_detectors_and_segmenters_is_exact(name):
+    """In float64 the deploy form (GCC as convolutions, folded BNs, the ASPP pooling branch as a per-image
+    bias of the projection) computes the training form's numbers to rounding."""
+    from edgeformer_deploy.export.lowering import LoweredASPP
+
+    torch.manual_seed(0)
+    model = randomize_norms(create_model(name)).double().eval()
+    x = torch.rand(1, 3, 256, 256, dtype=torch.float64)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the deploy modules are created in float64 too
+    try:
+        lowered = lower_model(model, 256)
+    finally:
+        torch.set_default_dtype(previous)
+    with torch.no_grad():
+        reference, got = model(x), lowered(x)
+    reference, got = (reference, got) if isinstance(reference, tuple) else ((reference,), (got,))
+    for r, g in zip(reference, got):
+        assert r.abs().max() > 0.1 and ((g - r).abs().max() / r.abs().max()).item() < 1e-10
+    assert any(isinstance(m, LoweredASPP) for m in lowered.modules()) == name.startswith("deeplab")

@@ -252,10 +252,11 @@ def report_command(results, out_dir: Path) -> None:
 @main.command("compare")
 @click.option("--format", "fmt", default="onnx", show_default=True,
               help="Export format: onnx, tflite or rknn (any format edgeformer-export knows).")
-@click.option("--task", default="classification", show_default=True, type=click.Choice(["classification", "detection"]),
-              help="classification: MobileViT-S vs EdgeFormer-S; detection: SSD-MobileViT-S vs SSD-EdgeFormer-S.")
+@click.option("--task", default="classification", show_default=True,
+              type=click.Choice(["classification", "detection", "segmentation"]),
+              help="classification: MobileViT-S vs EdgeFormer-S; detection: the SSDs; segmentation: the DeepLabv3s.")
 @click.option("--imgsz", default=None, type=int,
-              help="Square input size, a multiple of 32 (default: the task's official size, 256 / 320).")
+              help="Square input size, a multiple of 32 (default: the task's official size, 256 / 320 / 512).")
 @click.option("--int8", is_flag=True, help="Full-integer int8 artifacts (tflite/rknn).")
 @click.option("--half", is_flag=True, help="fp16 weights (tflite).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,

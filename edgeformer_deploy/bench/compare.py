@@ -19,7 +19,8 @@ from .runner import BenchError, artifact_precision
 
 # per task, baseline first: ratios read EdgeFormer-S / MobileViT-S
 TASK_MODELS = {"classification": ("mobilevit_s", "edgeformer_s"),
-               "detection": ("ssd_mobilevit_s", "ssd_edgeformer_s")}
+               "detection": ("ssd_mobilevit_s", "ssd_edgeformer_s"),
+               "segmentation": ("deeplabv3_mobilevit_s", "deeplabv3_edgeformer_s")}
 EXPORT_HINT = "pip install torch==2.13.0 'edgeformer-deploy[export]'"
 
 

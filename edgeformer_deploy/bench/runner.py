@@ -313,15 +313,23 @@ POSTPROCESS_RUNS = 20
 
 def postprocess_ms(predictor, x: np.ndarray) -> dict:
     """Median (and p90) time of the task's board-side post-processing of one image's outputs (detection:
-    softmax, decode, NMS), measured on the sample input's real outputs, outside the interleaved loop."""
+    softmax, decode, NMS; segmentation: the mask at the network size), measured on the sample input's real
+    outputs, outside the interleaved loop."""
     outputs = predictor.session.outputs(x)
+    head, size = predictor.head, predictor.imgsz
+    if predictor.task == "detection":
+        def once():
+            return {"detections": len(head.raw(head.rows(outputs), 0))}
+    else:
+        def once():
+            return {"mask": [size, size], "classes": len(head.classes(head.mask(outputs, 0, size, size)))}
     times = []
     for _ in range(POSTPROCESS_RUNS):
         started = time.perf_counter()
-        found = predictor.head.raw(predictor.head.rows(outputs), 0)
+        result = once()
         times.append(time.perf_counter() - started)
     p50, p90 = np.percentile(np.asarray(times) * 1e3, [50, 90])
-    return {"median": _r(p50, 4), "p90": _r(p90, 4), "runs": POSTPROCESS_RUNS, "detections": len(found)}
+    return {"median": _r(p50, 4), "p90": _r(p90, 4), "runs": POSTPROCESS_RUNS, **result}
 
 
 def _describe_artifact(record: dict, manifest: dict, path: Path) -> None:

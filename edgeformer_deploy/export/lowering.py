@@ -9,7 +9,7 @@
 * the position embeddings and BN shifts become one constant bias map added after the second convolution
   (the spatial path is affine, so that map is just the path evaluated at zero input);
 * every Conv+BN pair, and every BN directly in front of a 1x1 conv, folds into the conv; dropout goes;
-* DeepLab's image-pooling branch becomes a broadcasting Add of its 1x1 map (no Expand / Resize);
+* DeepLab's image-pooling branch joins the ASPP projection as a per-image bias (no broadcast map);
 * optionally the input channel order is reversed inside the stem convolution (its weights' input
   channels permuted — exact, the conv's zero padding is the same in every channel), so an artifact of a
   BGR-trained checkpoint takes RGB like every camera, decoder and NPU frame does.
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..models.deeplab import ASPPPooling
+from ..models.deeplab import ASPP
 from ..models.edgeformer import GCCBlock, OuterFrame, circular_conv
 from ..models.layers import ConvLayer
 
@@ -221,17 +221,29 @@ def _lower_outer_frame(frame: OuterFrame) -> None:
         frame.spatial_global_rep[-1] = nn.Identity()
 
 
-class BroadcastPooling(nn.Module):
-    """Deploy form of the ASPP image-pooling branch for a fixed map size: the pooled 1x1 map spread over
-    H x W by adding a constant zero map (a broadcasting Add every runtime has; no Expand, no Resize)."""
+class LoweredASPP(nn.Module):
+    """Deploy form of DeepLab's ASPP: the image-pooling branch is constant over the map, so its share of the
+    1x1 projection is one vector per image — ``project(cat(b0..b3, broadcast(p)))`` becomes
+    ``conv_rest(cat(b0..b3)) + conv_pool(p)`` with ``conv_pool(p)`` added as a [B, C, 1, 1] bias (exact; the
+    broadcast map, its Expand/Resize, and a quarter of the projection's MACs are gone)."""
 
-    def __init__(self, pooling: ASPPPooling, height: int, width: int):
+    def __init__(self, aspp: ASPP):
         super().__init__()
+        *spatial, pooling = aspp.convs
+        self.branches = nn.ModuleList(spatial)
         self.pool = pooling.aspp_pool
-        self.register_buffer("zeros", torch.zeros(1, 1, height, width))
+        project = fuse_conv_bn(aspp.project.block.conv, aspp.project.block.norm)
+        split = project.in_channels - project.in_channels // len(aspp.convs)
+        self.conv_rest = nn.Conv2d(split, project.out_channels, 1)
+        self.conv_rest.weight.copy_(project.weight[:, :split])
+        self.conv_rest.bias.copy_(project.bias)
+        self.conv_pool = nn.Conv2d(project.in_channels - split, project.out_channels, 1, bias=False)
+        self.conv_pool.weight.copy_(project.weight[:, split:])
+        self.act = aspp.project.block.act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x) + self.zeros
+        rest = self.conv_rest(torch.cat([branch(x) for branch in self.branches], dim=1))
+        return self.act(rest + self.conv_pool(self.pool(x)))
 
 
 def feature_sizes(model: nn.Module, imgsz: int, types: tuple) -> dict[nn.Module, tuple]:
@@ -278,11 +290,11 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     model = copy.deepcopy(model).eval()
     if swap_input_channels:
         fold_channel_swap(model)
-    sizes = feature_sizes(model, imgsz, (GCCBlock, ASPPPooling))
+    sizes = feature_sizes(model, imgsz, (GCCBlock,))
     for frame in [m for m in model.modules() if isinstance(m, OuterFrame)]:
         _lower_outer_frame(frame)
     _replace(model, lambda m: LoweredGCCBlock(m, sizes[m][0], gcc, max_taps) if isinstance(m, GCCBlock) else None)
-    _replace(model, lambda m: BroadcastPooling(m, *sizes[m]) if isinstance(m, ASPPPooling) else None)
+    _replace(model, lambda m: LoweredASPP(m) if isinstance(m, ASPP) else None)
     _replace(model, lambda m: _lower_conv_layer(m) if isinstance(m, ConvLayer) else None)
     _replace(model, lambda m: nn.Identity() if isinstance(m, (nn.Dropout, nn.Dropout2d)) else None)
     return model
