@@ -180,3 +180,44 @@ def test_predict_cli_json_and_saved_masks(seg_onnx, tmp_path):
     assert table.returncode == 0 and "bicycle" in table.stdout and "mask" in table.stdout
     bad = run_cli("edgeformer-predict", photos[3], "--model", model, "--conf", "0.3")
     assert bad.returncode == 2 and "apply to detection artifacts" in bad.stderr
+
+
+# -- TFLite and RKNN (real converters; the RKNN NPU itself is the toolkit's simulator) --------------
+@pytest.fixture(scope="module")
+def seg_converted(tmp_path_factory, seg_dir):
+    out = tmp_path_factory.mktemp("seg-converted")
+    weights = seg_dir / "deeplabv3_edgeformer_s.pt"
+    for fmt in ("tflite", "rknn"):
+        result = run_cli("edgeformer-export", "--model", "deeplabv3_edgeformer_s", "--weights", weights,
+                         "--format", fmt, "--output", out, timeout=1200, offline=True)
+        assert result.returncode == 0, result.stderr
+    return {"tflite": out / "deeplabv3_edgeformer_s_512.tflite",
+            "rknn": out / "deeplabv3_edgeformer_s_512_rk3588.rknn"}
+
+
+def test_tflite_segmenter_masks(seg_converted):
+    """TFLite keeps the 4-d output channels-last: the manifest says so and the board reads it as such."""
+    manifest = json.loads(manifest_path(seg_converted["tflite"]).read_text())
+    assert manifest["outputs"][0]["layout"] == "NHWC" and manifest["outputs"][0]["shape"] == [1, 32, 32, 21]
+    assert manifest["parity"]["masks"]["pixel_agreement"] >= 0.999
+    assert not {"TRANSPOSE", "RESIZE_BILINEAR", "GATHER"} & set(manifest["ops"])
+    official = torch.load(PHOTOS, weights_only=True)["outputs"]["deeplabv3_edgeformer_s"]
+    with Predictor(seg_converted["tflite"]) as predictor:
+        for photo in sample_images():
+            assert (predictor.predict(photo) == official[photo.name]["mask"].numpy()).mean() >= 0.999
+
+
+def test_rknn_segmenter_on_the_npu(seg_converted):
+    from edgeformer_deploy.export.rknn_format import simulator_outputs
+    from edgeformer_deploy.runtime.segment import official_mask as mask_of
+
+    path = seg_converted["rknn"]
+    manifest = json.loads(manifest_path(path).read_text())
+    assert manifest["rknn"]["layers"]["cpu_fallback"] == 0
+    assert manifest["parity"]["cosine"] >= 0.999 and manifest["parity"]["masks"]["pixel_agreement"] >= 0.999
+    saved = np.load(path.with_name(path.name + ".simulator.npz"))
+    logits = simulator_outputs(saved)[0]
+    assert logits.shape == (8, 21, 32, 32)
+    official = torch.load(PHOTOS, weights_only=True)["outputs"]["deeplabv3_edgeformer_s"]
+    for photo, frame_logits in zip(sample_images(), logits):  # the first frames are the photos
+        assert (mask_of(frame_logits, 16, 512, 512) == official[photo.name]["mask_512"].numpy()).mean() >= 0.99

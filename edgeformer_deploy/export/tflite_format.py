@@ -22,9 +22,11 @@ FORBIDDEN_PREFIXES = ("RESIZE_", "GATHER", "FLEX", "CUSTOM")
 # (RK3288) installs, also used on aarch64. The converter environment's ai-edge-litert 2.1 runs int8 MobileViT-S
 # less accurately than both board runtimes (cosine 0.987 vs 0.996 for tflite-runtime 2.14 and ai-edge-litert 2.3).
 VERIFY_ENV, VERIFY_RUNTIME = "tflite-runtime", "tflite_runtime"
-# detection_agreement: final detections with a twin (export/verify.py), applied to detectors only
-LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999, "detection_agreement": 0.99},
-          "fp16": {"cosine": 0.9999, "detection_agreement": 0.99}, "int8": {"cosine": 0.99}}
+# detection_agreement: final detections with a twin; mask_agreement: pixels of the final masks that agree
+# (export/verify.py) — applied to detectors / segmenters only
+LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999, "detection_agreement": 0.99, "mask_agreement": 0.999},
+          "fp16": {"cosine": 0.9999, "detection_agreement": 0.99, "mask_agreement": 0.999},
+          "int8": {"cosine": 0.99}}
 
 
 def precision(job) -> str:
