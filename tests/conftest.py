@@ -9,6 +9,24 @@ REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = Path(os.environ.get("EDGEFORMER_FIXTURES", REPO.parent / "shared" / "fixtures" / "official"))
 
 
+# Scheduling for pytest-xdist (`-n auto --dist loadgroup`, what CI runs): a test file is one unit of work,
+# except files sharing expensive session fixtures (the converted TFLite/RKNN artifacts; the emulated boards),
+# which travel together so nothing is built twice. The longest groups go first so no worker idles at the end.
+GROUPS = {"test_export_tflite.py": "converters", "test_official_pipeline.py": "converters",
+          "test_export_rknn.py": "converters", "test_arm_boards.py": "arm", "test_bench_emulate.py": "arm"}
+SLOW = ("converters", "arm", "test_detection.py", "test_segmentation.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {group: i for i, group in enumerate(SLOW)}
+    for item in items:
+        group = GROUPS.get(item.path.name, item.path.name)
+        item.add_marker(pytest.mark.xdist_group(group))
+        if group in rank:
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: rank.get(GROUPS.get(item.path.name, item.path.name), len(rank)))  # stable
+
+
 @pytest.fixture(scope="session")
 def official_dir() -> Path:
     if not (OFFICIAL / "edgeformer_s.pt").is_file():
