@@ -91,6 +91,22 @@ def test_masks_at_the_original_size_on_the_official_photos(name):
         assert np.array_equal(official_mask(logits, 16, 512, 512), out["mask_512"].numpy())
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_shortcut_equals_torch_on_hard_logits(seed):
+    """Pixels of grid cells whose corners agree are not interpolated: on logits full of boundaries, near
+    ties and exact ties the mask must still be torch's bilinear x16 -> nearest -> argmax, pixel for pixel."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(0, 3, (21, 16, 16)) * [0.01, 1, 100, 1][seed]).astype(np.float32)
+    logits[:5] += rng.normal(0, 1e-3, (5, 16, 16)).astype(np.float32)  # near ties
+    logits[3] = logits[7]  # exact ties: the lower class wins
+    height, width = int(rng.integers(40, 500)), int(rng.integers(40, 500))
+    up = F.interpolate(torch.from_numpy(logits)[None], scale_factor=16, mode="bilinear", align_corners=False)
+    reference = F.interpolate(up, size=(height, width), mode="nearest").argmax(1)[0].numpy()
+    assert np.array_equal(official_mask(logits, 16, height, width), reference)
+
+
 def test_preprocessing_is_the_official_array():
     official = torch.load(PHOTOS, weights_only=True)
     for photo in sample_images():
