@@ -17,6 +17,7 @@ GROUPS = {"test_export_tflite.py": "converters", "test_official_pipeline.py": "c
 SLOW = ("converters", "arm", "test_detection.py", "test_segmentation.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     rank = {group: i for i, group in enumerate(SLOW)}
     for item in items:
