@@ -9,23 +9,38 @@ REPO = Path(__file__).resolve().parents[1]
 OFFICIAL = Path(os.environ.get("EDGEFORMER_FIXTURES", REPO.parent / "shared" / "fixtures" / "official"))
 
 
-# Scheduling for pytest-xdist (`-n auto --dist loadgroup`, what CI runs): a test file is one unit of work,
-# except files sharing expensive session fixtures (the converted TFLite/RKNN artifacts; the emulated boards),
-# which travel together so nothing is built twice. The longest groups go first so no worker idles at the end.
+# Scheduling for pytest-xdist (`-n auto`, what CI runs): a test file is one unit of work, except files sharing
+# expensive session fixtures (the converted TFLite/RKNN artifacts; the emulated boards), which travel together
+# so nothing is built twice. The longest groups go first so no worker idles at the end. (A scheduler of our
+# own: xdist 3.8's `--dist loadgroup` marks do not reach pytest 9's node ids.)
 GROUPS = {"test_export_tflite.py": "converters", "test_official_pipeline.py": "converters",
           "test_export_rknn.py": "converters", "test_arm_boards.py": "arm", "test_bench_emulate.py": "arm"}
 SLOW = ("converters", "arm", "test_detection.py", "test_segmentation.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def _group(item) -> str:
+    return GROUPS.get(item.path.name, item.path.name)
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {group: i for i, group in enumerate(SLOW)}
     for item in items:
-        group = GROUPS.get(item.path.name, item.path.name)
-        item.add_marker(pytest.mark.xdist_group(group))
-        if group in rank:
+        if _group(item) in rank:
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: rank.get(GROUPS.get(item.path.name, item.path.name), len(rank)))  # stable
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order within a group
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        """One scope per test file, or per GROUPS entry."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return GROUPS.get(name, name)
+
+    return FileGroups(config, log)
 
 
 @pytest.fixture(scope="session")
