@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 import matplotlib  # ImportError here -> the CLI's install hint, before any work
 
 from .display import count, ms
-from .runner import ratio_summary, round_ratios
+from .runner import model_family, ratio_summary, round_ratios
 from .schema import ResultError, instructions_per_inference, read_result, write_atomic
 
 MIB = 1024 * 1024
@@ -53,7 +53,7 @@ class Row:
 
 def _reference(document: dict) -> Optional[dict]:
     ok = [a for a in document["artifacts"] if a.get("status") == "ok" and a.get("samples_ms")]
-    mobilevit = [a for a in ok if str(a.get("model") or a.get("name", "")).startswith("mobilevit")]
+    mobilevit = [a for a in ok if model_family(a) == "mobilevit"]
     if mobilevit:
         return mobilevit[0]
     baseline = document.get("baseline")
@@ -89,7 +89,7 @@ def markdown(rows: List[Row], png_name: Optional[str]) -> str:
                             f"**{row.instr_ratio:.3f}** in guest instructions per inference — EdgeFormer "
                             f"{f'{fewer:.0f}% fewer' if fewer >= 0 else f'{-fewer:.0f}% more'}"
                             f"{'' if row.instr_ratio <= TARGET_RATIO else f' (goal ≤ {TARGET_RATIO})'}")
-        elif row.model.startswith("edgeformer") and row.ratio and row.reference is not None and not row.is_reference:
+        elif model_family(row.artifact) == "edgeformer" and row.ratio and row.reference is not None and not row.is_reference:
             ref_model = row.reference.get("model") or row.reference.get("name")
             faster = (1 - row.ratio["median"]) * 100
             word = f"{faster:.0f}% faster" if faster >= 0 else f"{-faster:.0f}% slower"

@@ -311,6 +311,16 @@ def _load(entry: _Entry, threads: Optional[int], backend: str, npu_cores: str) -
 POSTPROCESS_RUNS = 20
 
 
+def model_family(described: dict) -> Optional[str]:
+    """The backbone family of a manifest or a result row (their "family"), else read from the model name
+    (manifests and results made before the field)."""
+    family = described.get("family")
+    if isinstance(family, str):
+        return family
+    name = str(described.get("model") or described.get("name") or "")
+    return next((f for f in ("mobilevit", "edgeformer") if f in name), None)
+
+
 def postprocess_ms(predictor, x: np.ndarray) -> dict:
     """Median (and p90) time of the task's board-side post-processing of one image's outputs (detection:
     softmax, decode, NMS; segmentation: the mask at the network size), measured on the sample input's real
@@ -334,7 +344,7 @@ def postprocess_ms(predictor, x: np.ndarray) -> dict:
 
 def _describe_artifact(record: dict, manifest: dict, path: Path) -> None:
     weights = manifest.get("weights") if isinstance(manifest.get("weights"), dict) else {}
-    record.update({"model": manifest.get("model"), "format": manifest.get("format"),
+    record.update({"model": manifest.get("model"), "family": model_family(manifest), "format": manifest.get("format"),
                    "precision": artifact_precision(manifest, path), "imgsz": manifest.get("imgsz"),
                    "sha256": manifest.get("sha256"),
                    "random_weights": bool(weights.get("random")) if weights else None})

@@ -35,7 +35,7 @@ def preprocess_contract(imgsz: int, channel_order: str, trained_channel_order: s
             "trained_channel_order": trained_channel_order, "channel_swap": swap}
 
 
-def build_manifest(*, model: str, variant: str, task: str, fmt: str, artifact: Path, input_spec: dict,
+def build_manifest(*, model: str, variant: str, family: str, task: str, fmt: str, artifact: Path, input_spec: dict,
                    outputs: list[dict], imgsz: int, resize_mode: str, channel_order: str, trained_channel_order: str,
                    num_classes: int, labels: str, postprocess: dict | None, params: int, macs: int,
                    ops: dict[str, int], parity: dict | None, weights: dict | None, versions: dict[str, str],
@@ -44,6 +44,7 @@ def build_manifest(*, model: str, variant: str, task: str, fmt: str, artifact: P
         "manifest_version": MANIFEST_VERSION,
         "model": model,
         "variant": variant,
+        "family": family,
         "task": task,
         "format": fmt,
         "file": artifact.name,
