@@ -69,8 +69,8 @@ def test_runs_in_tflite_runtime_2_14(tflite_artifacts, fp16_artifact, key):
     """What an RK3288 board can install: tflite-runtime 2.14 with numpy < 2, in its own environment."""
     path = fp16_artifact if key == "fp16" else tflite_artifacts[key]
     x, _ = verification_inputs(256)
-    old = tflite_runner(path, None, runtime="tflite_runtime", env_name="tflite-runtime")(x)
-    new = tflite_runner(path, None, runtime="ai_edge_litert")(x)
+    (old,) = tflite_runner(path, None, runtime="tflite_runtime", env_name="tflite-runtime")(x)
+    (new,) = tflite_runner(path, None, runtime="ai_edge_litert")(x)
     assert old.shape == (len(x), 1000)
     if _manifest(path)["output"]["quantization"]:
         # int8 kernels differ between the two runtimes (rounding), so compare like the int8 gate does

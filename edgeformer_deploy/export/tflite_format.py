@@ -130,8 +130,8 @@ def graph_problems(has_gcc: bool, report: dict) -> list[str]:
 
 
 def tflite_runner(path: Path, job, runtime: str | None = None, env_name: str = "tflite"):
-    """Callable NCHW float32 batch -> every output (dequantised; NHWC outputs as the interpreter gives them),
-    in the ONNX output order, run by the interpreter in a managed environment."""
+    """Callable NCHW float32 batch -> every output (dequantised), in the ONNX output order and layout during
+    an export (``job``), else in the interpreter's; run by the interpreter in a managed environment."""
     env = require_env(env_name)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
@@ -144,8 +144,8 @@ def tflite_runner(path: Path, job, runtime: str | None = None, env_name: str = "
             with np.load(tmp / "y.npz") as saved:
                 found = {int(key.split(":", 1)[0]): (key.split(":", 1)[1], saved[key]) for key in saved.files}
         tflite = [{"name": name, "shape": [1, *array.shape[1:]]} for _, (name, array) in sorted(found.items())]
-        lowered = path.parent / f"{job.stem}.onnx"  # beside the artifact in the export's staging folder
-        if not lowered.exists():
+        lowered = path.parent / f"{job.stem}.onnx" if job is not None else None  # beside it while exporting
+        if lowered is None or not lowered.exists():
             return [found[i][1] for i in sorted(found)]
         return [found[index][1].transpose(0, 3, 1, 2) if layout == "NHWC" else found[index][1]  # ONNX layout
                 for _, index, layout in match_outputs(tflite, onnx_outputs(lowered))]
