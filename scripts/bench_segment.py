@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +26,7 @@ from edgeformer_deploy.runtime.onnx_backend import create_session
 from edgeformer_deploy.runtime.preprocess import preprocess, read_image, sample_images
 from edgeformer_deploy.runtime.segment import nearest_index, official_mask
 
-
-def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times) * 1e3)
+from bench_detect import median_ms  # scripts/ is on sys.path when run as a script
 
 
 def main() -> None:

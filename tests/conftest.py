@@ -44,6 +44,15 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.fixture(scope="session")
+def det_seg_dir() -> Path:
+    """The official-code SSD / DeepLabv3 fixtures, beside the classification ones."""
+    folder = OFFICIAL.parent / "official-det-seg"
+    if not (folder / "ssd_edgeformer_s.pt").is_file():
+        pytest.fail(f"detection/segmentation fixtures not found in {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def official_dir() -> Path:
     if not (OFFICIAL / "edgeformer_s.pt").is_file():
         pytest.fail(f"official fixtures not found in {OFFICIAL} (set EDGEFORMER_FIXTURES)")

@@ -56,3 +56,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
+
+
+def official_io(folder: Path, name: str) -> dict:
+    """``<name>_io.pt`` of an official-code fixture folder (inputs and the official outputs)."""
+    return torch.load(Path(folder) / f"{name}_io.pt", weights_only=True)

@@ -3,7 +3,6 @@ board's numpy post-processing and the whole photo -> boxes chain; plus the detec
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +16,9 @@ from edgeformer_deploy.runtime.detect import DetectionParams, expand_anchors, nm
 from edgeformer_deploy.runtime.errors import ArtifactError, PredictError
 from edgeformer_deploy.runtime.preprocess import preprocess, sample_images
 from conftest import OFFICIAL
-from helpers import run_cli
+from helpers import official_io, run_cli
 
-DET = OFFICIAL.parent / "official-det-seg"
-PHOTOS = DET.parent / "official-photos" / "ssd_photos_io.pt"
+PHOTOS = OFFICIAL.parent / "official-photos" / "ssd_photos_io.pt"
 MODELS = ["ssd_edgeformer_s", "ssd_mobilevit_s"]
 OFFICIAL_PARAMS = {"ssd_edgeformer_s": 5_197_282, "ssd_mobilevit_s": 5_738_826}
 # The fixtures are float32 computations: measured against the same network in float64 they are off by up to
@@ -28,17 +26,6 @@ OFFICIAL_PARAMS = {"ssd_edgeformer_s": 5_197_282, "ssd_mobilevit_s": 5_738_826}
 # bound is relative to the largest output; a real mistake (a dropped head bias: std 0.5, channel order: 2.7,
 # mis-ordered interleave) moves outputs by 0.1 or more.
 FLOAT32_NOISE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def det_dir() -> Path:
-    if not (DET / "ssd_edgeformer_s.pt").is_file():
-        pytest.fail(f"detection fixtures not found in {DET}")
-    return DET
-
-
-def _io(det_dir, name):
-    return torch.load(det_dir / f"{name}_io.pt", weights_only=True)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -51,9 +38,9 @@ def test_registry_and_parameter_count(name):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("imgsz", [320, 256])
-def test_official_checkpoint_parity(det_dir, name, imgsz):
-    model = create_model(name, weights=det_dir / f"{name}.pt")
-    io = _io(det_dir, name)
+def test_official_checkpoint_parity(det_seg_dir, name, imgsz):
+    model = create_model(name, weights=det_seg_dir / f"{name}.pt")
+    io = official_io(det_seg_dir, name)
     with torch.no_grad():
         confidences, locations = model(io[f"input_{imgsz}"])
         exact = model.double()(io[f"input_{imgsz}"].double())
@@ -67,8 +54,8 @@ def test_official_checkpoint_parity(det_dir, name, imgsz):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("imgsz", [320, 256])
-def test_anchors_bit_exact(det_dir, name, imgsz):
-    model, reference = create_model(name), _io(det_dir, name)[f"anchors_{imgsz}"]
+def test_anchors_bit_exact(det_seg_dir, name, imgsz):
+    model, reference = create_model(name), official_io(det_seg_dir, name)[f"anchors_{imgsz}"]
     assert torch.equal(model.anchors(imgsz), reference)
     assert np.array_equal(expand_anchors(model.anchor_levels(imgsz)), reference.numpy())  # the board's expansion
     assert len(reference) == {320: 3232, 256: 2050}[imgsz]
@@ -86,8 +73,8 @@ def _assert_same_detections(found, labels, scores, boxes):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_postprocess_reproduces_official_predict(det_dir, name):
-    io = _io(det_dir, name)
+def test_postprocess_reproduces_official_predict(det_seg_dir, name):
+    io = official_io(det_seg_dir, name)
     found = postprocess(io["pred_raw_confidences_320"][0].numpy(), io["pred_raw_locations_320"][0].numpy(),
                         io["anchors_320"].numpy())
     assert len(found) == len(io["pred_labels_320"]) > 1000
@@ -153,21 +140,21 @@ def test_detection_options():
     assert len(agnostic) <= len(base) and len({tuple(b) for b in agnostic.boxes}) == len(agnostic)
 
 
-def test_classifier_weights_refused_by_the_detector(official_dir, det_dir):
+def test_classifier_weights_refused_by_the_detector(official_dir, det_seg_dir):
     with pytest.raises(CheckpointError, match=r"does not fit ssd_edgeformer_s — it looks like a classification"):
         create_model("ssd_edgeformer_s", weights=official_dir / "edgeformer_s.pt")
     with pytest.raises(CheckpointError, match=r"does not fit edgeformer_s — it looks like a detection checkpoint"
                                               r".*missing"):
-        create_model("edgeformer_s", weights=det_dir / "ssd_edgeformer_s.pt")
+        create_model("edgeformer_s", weights=det_seg_dir / "ssd_edgeformer_s.pt")
 
 
 # -- export and board runtime ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def det_onnx(tmp_path_factory, det_dir):
+def det_onnx(tmp_path_factory, det_seg_dir):
     out = tmp_path_factory.mktemp("det-onnx")
     paths = {}
     for name in MODELS:
-        result = run_cli("edgeformer-export", "--model", name, "--weights", det_dir / f"{name}.pt", "--output", out,
+        result = run_cli("edgeformer-export", "--model", name, "--weights", det_seg_dir / f"{name}.pt", "--output", out,
                          offline=True, timeout=900)
         assert result.returncode == 0, result.stderr
         paths[name] = out / f"{name}_320.onnx"
@@ -285,10 +272,10 @@ def onnx_classifier(tmp_path_factory, official_dir):
 
 # -- TFLite and RKNN (real converters; the RKNN NPU itself is the toolkit's simulator) --------------
 @pytest.fixture(scope="module")
-def det_converted(tmp_path_factory, det_dir):
+def det_converted(tmp_path_factory, det_seg_dir):
     """SSD-EdgeFormer-S (official-code weights) as TFLite fp32 and RKNN fp16 for rk3588, through the CLI."""
     out = tmp_path_factory.mktemp("det-converted")
-    weights = det_dir / "ssd_edgeformer_s.pt"
+    weights = det_seg_dir / "ssd_edgeformer_s.pt"
     for fmt in ("tflite", "rknn"):
         result = run_cli("edgeformer-export", "--model", "ssd_edgeformer_s", "--weights", weights, "--format", fmt,
                          "--output", out, timeout=1200, offline=True)

@@ -17,27 +17,15 @@ from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.errors import ArtifactError
 from edgeformer_deploy.runtime.preprocess import read_image, resize_stretch, sample_images
 from edgeformer_deploy.runtime.segment import official_mask, upsampled_logits
-from helpers import run_cli
+from helpers import official_io, run_cli
 
-DET = OFFICIAL.parent / "official-det-seg"
-PHOTOS = DET.parent / "official-photos" / "deeplab_photos_io.pt"
+PHOTOS = OFFICIAL.parent / "official-photos" / "deeplab_photos_io.pt"
 MODELS = ["deeplabv3_edgeformer_s", "deeplabv3_mobilevit_s"]
 OFFICIAL_PARAMS = {"deeplabv3_edgeformer_s": 5_816_397, "deeplabv3_mobilevit_s": 6_357_941}
 # float32 noise relative to the largest logit: two float32 computations of the same network (the fixture
 # vs this one, or vs float64) differ by < 4e-6 of max |logit| here; a wrong channel order moves them by 0.2-0.4
 # relative, a missing classifier bias by std 0.33 absolute on logits of std 3-4 (fixtures README).
 FLOAT32_NOISE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def seg_dir():
-    if not (DET / "deeplabv3_edgeformer_s.pt").is_file():
-        pytest.fail(f"segmentation fixtures not found in {DET}")
-    return DET
-
-
-def _io(seg_dir, name):
-    return torch.load(seg_dir / f"{name}_io.pt", weights_only=True)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -50,9 +38,9 @@ def test_registry_and_parameter_count(name):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("imgsz", [512, 256])
-def test_official_checkpoint_parity(seg_dir, name, imgsz):
-    model = create_model(name, weights=seg_dir / f"{name}.pt")
-    io = _io(seg_dir, name)
+def test_official_checkpoint_parity(det_seg_dir, name, imgsz):
+    model = create_model(name, weights=det_seg_dir / f"{name}.pt")
+    io = official_io(det_seg_dir, name)
     x = io[f"input_{imgsz}"]
     with torch.no_grad():
         logits = model.logits_os16(x)
@@ -70,8 +58,8 @@ def test_official_checkpoint_parity(seg_dir, name, imgsz):
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("imgsz", [512, 256])
-def test_board_upsampling_and_mask_are_bit_exact(seg_dir, name, imgsz):
-    io = _io(seg_dir, name)
+def test_board_upsampling_and_mask_are_bit_exact(det_seg_dir, name, imgsz):
+    io = official_io(det_seg_dir, name)
     for i, logits in enumerate(io[f"logits_os16_{imgsz}"].numpy()):
         full = upsampled_logits(logits, 16)
         assert np.array_equal(full[:, ::8, ::8], io[f"logits_{imgsz}_s8"][i].numpy())
@@ -114,20 +102,20 @@ def test_preprocessing_is_the_official_array():
         assert np.array_equal(bgr, official["inputs"][photo.name]["resized_bgr_uint8_hwc"].numpy())
 
 
-def test_wrong_task_weights_refused(seg_dir):
+def test_wrong_task_weights_refused(det_seg_dir):
     with pytest.raises(CheckpointError, match="does not fit ssd_edgeformer_s — it looks like a segmentation"):
-        create_model("ssd_edgeformer_s", weights=seg_dir / "deeplabv3_edgeformer_s.pt")
+        create_model("ssd_edgeformer_s", weights=det_seg_dir / "deeplabv3_edgeformer_s.pt")
     with pytest.raises(CheckpointError, match="does not fit deeplabv3_mobilevit_s — it looks like a detection"):
-        create_model("deeplabv3_mobilevit_s", weights=seg_dir / "ssd_mobilevit_s.pt")
+        create_model("deeplabv3_mobilevit_s", weights=det_seg_dir / "ssd_mobilevit_s.pt")
 
 
 # -- export and board runtime ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def seg_onnx(tmp_path_factory, seg_dir):
+def seg_onnx(tmp_path_factory, det_seg_dir):
     out = tmp_path_factory.mktemp("seg-onnx")
     paths = {}
     for name in MODELS:
-        result = run_cli("edgeformer-export", "--model", name, "--weights", seg_dir / f"{name}.pt", "--output", out,
+        result = run_cli("edgeformer-export", "--model", name, "--weights", det_seg_dir / f"{name}.pt", "--output", out,
                          offline=True, timeout=900)
         assert result.returncode == 0, result.stderr
         paths[name] = out / f"{name}_512.onnx"
@@ -200,9 +188,9 @@ def test_predict_cli_json_and_saved_masks(seg_onnx, tmp_path):
 
 # -- TFLite and RKNN (real converters; the RKNN NPU itself is the toolkit's simulator) --------------
 @pytest.fixture(scope="module")
-def seg_converted(tmp_path_factory, seg_dir):
+def seg_converted(tmp_path_factory, det_seg_dir):
     out = tmp_path_factory.mktemp("seg-converted")
-    weights = seg_dir / "deeplabv3_edgeformer_s.pt"
+    weights = det_seg_dir / "deeplabv3_edgeformer_s.pt"
     for fmt in ("tflite", "rknn"):
         result = run_cli("edgeformer-export", "--model", "deeplabv3_edgeformer_s", "--weights", weights,
                          "--format", fmt, "--output", out, timeout=1200, offline=True)

@@ -89,7 +89,8 @@ def markdown(rows: List[Row], png_name: Optional[str]) -> str:
                             f"**{row.instr_ratio:.3f}** in guest instructions per inference — EdgeFormer "
                             f"{f'{fewer:.0f}% fewer' if fewer >= 0 else f'{-fewer:.0f}% more'}"
                             f"{'' if row.instr_ratio <= TARGET_RATIO else f' (goal ≤ {TARGET_RATIO})'}")
-        elif model_family(row.artifact) == "edgeformer" and row.ratio and row.reference is not None and not row.is_reference:
+        elif (model_family(row.artifact) == "edgeformer" and row.ratio and row.reference is not None
+              and not row.is_reference):
             ref_model = row.reference.get("model") or row.reference.get("name")
             faster = (1 - row.ratio["median"]) * 100
             word = f"{faster:.0f}% faster" if faster >= 0 else f"{-faster:.0f}% slower"

@@ -303,7 +303,8 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         weights = ({"file": Path(job.weights).name, "sha256": sha256(Path(job.weights))} if job.weights
                    else {"file": None, "random": True})
         manifest = build_manifest(
-            model=job.model, variant=job.model.rsplit("_", 1)[1], family=spec.family, task=spec.task, fmt=job.fmt, artifact=artifact,
+            model=job.model, variant=job.model.rsplit("_", 1)[1], family=spec.family, task=spec.task, fmt=job.fmt,
+            artifact=artifact,
             input_spec=input_spec, outputs=outputs, imgsz=job.imgsz, resize_mode=spec.resize,
             channel_order=ARTIFACT_CHANNEL_ORDER, trained_channel_order=job.trained_channel_order,
             num_classes=spec.num_classes, labels=spec.labels, postprocess=post,

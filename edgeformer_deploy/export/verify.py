@@ -72,7 +72,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray, label: str) -> Parity:
     top5_ref = np.argsort(-reference, axis=1)[:, :5]
     top5_out = np.argsort(-candidate, axis=1)[:, :5]
     return Parity(reference=label, samples=len(reference),
-                  max_abs=float(np.abs(reference - candidate).max()), cosine=float(_cosines(reference, candidate).min()),
+                  max_abs=float(np.abs(reference - candidate).max()),
+                  cosine=float(_cosines(reference, candidate).min()),
                   top1_agreement=float((top5_ref[:, 0] == top5_out[:, 0]).mean()),
                   top5_agreement=float(np.mean([set(a) == set(b) for a, b in zip(top5_ref, top5_out)])))
 

@@ -90,12 +90,9 @@ class DeepLabV3(nn.Module):
 
     def __init__(self, encoder: Backbone, n_classes: int = NUM_CLASSES):
         super().__init__()
-        encoder.conv_1x1_exp = None  # the official wrapper deletes the classification head
-        encoder.classifier = None
-        self.encoder = encoder
+        self.encoder = encoder.headless()
         self.n_classes = n_classes
-        convs = [m for m in encoder.layer_5.modules() if isinstance(m, nn.Conv2d)]
-        self.seg_head = DeepLabHead(convs[-1].out_channels, n_classes)
+        self.seg_head = DeepLabHead(encoder.stage_channels(5), n_classes)
         init_weights(self.seg_head)  # official BaseSegHead.reset_head_parameters: kaiming fan-out, BN 1/0
 
     def logits_os16(self, x: torch.Tensor) -> torch.Tensor:

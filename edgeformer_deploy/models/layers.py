@@ -91,6 +91,17 @@ class Backbone(nn.Module):
     then (classification only) ``conv_1x1_exp`` + ``classifier``. Detection and segmentation wrappers set
     those two to None, as the official code does, and read the stage outputs instead."""
 
+    def headless(self) -> "Backbone":
+        """Drop the classification head, as the official detection/segmentation wrappers do."""
+        self.conv_1x1_exp = None
+        self.classifier = None
+        return self
+
+    def stage_channels(self, index: int) -> int:
+        """Output channels of stage ``index`` (its last convolution)."""
+        convs = [m for m in getattr(self, f"layer_{index}").modules() if isinstance(m, nn.Conv2d)]
+        return convs[-1].out_channels
+
     def end_points(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outputs of every stage, keyed like ml-cvnets' ``extract_end_points_all`` (out_l1 … out_l5)."""
         points = {}

@@ -79,11 +79,9 @@ class SingleShotDetector(nn.Module):
 
     def __init__(self, encoder: Backbone, n_classes: int = NUM_CLASSES):
         super().__init__()
-        encoder.conv_1x1_exp = None  # the official wrapper deletes the classification head
-        encoder.classifier = None
-        self.encoder = encoder
+        self.encoder = encoder.headless()
         self.n_classes = n_classes
-        l4, l5 = _stage_channels(encoder, 4), _stage_channels(encoder, 5)
+        l4, l5 = encoder.stage_channels(4), encoder.stage_channels(5)
         in_channels = [l4, l5] + list(PROJ_CHANNELS[2:5]) + [PROJ_CHANNELS[5]]
         self.extra_layers = nn.ModuleDict()
         previous = l5
@@ -149,10 +147,6 @@ class SingleShotDetector(nn.Module):
                     rows += [[cx, cy, sw, sh] for sw, sh in level["sizes"]]
         return torch.tensor(rows, dtype=torch.float32).clamp(0, 1)
 
-
-def _stage_channels(encoder: Backbone, index: int) -> int:
-    convs = [m for m in getattr(encoder, f"layer_{index}").modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1].out_channels
 
 
 class HeadMapsOutput(nn.Module):

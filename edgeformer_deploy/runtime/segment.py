@@ -78,8 +78,8 @@ def official_mask(logits_os16: np.ndarray, factor: int, height: int, width: int)
     c, h, w = logits_os16.shape
     x = np.asarray(logits_os16, dtype=np.float32)
     rows, cols = nearest_index(h * factor, height), nearest_index(w * factor, width)
-    ty, tx = (t[rows] for t in bilinear_taps(h, h * factor, factor)), (t[cols] for t in bilinear_taps(w, w * factor, factor))
-    (y0, y1, wy0, wy1), (x0, x1, wx0, wx1) = ty, tx
+    y0, y1, wy0, wy1 = (t[rows] for t in bilinear_taps(h, h * factor, factor))
+    x0, x1, wx0, wx1 = (t[cols] for t in bilinear_taps(w, w * factor, factor))
     top2 = np.partition(x, c - 2, axis=0)[c - 2:]  # second largest, largest
     best, margin = x.argmax(axis=0), top2[1] - top2[0]  # [h, w]
     tolerance = CERTAIN_MARGIN * float(np.abs(x).max())
