@@ -258,7 +258,7 @@ def test_predict_cli_table_and_bad_options(det_onnx, onnx_classifier):
     bad = run_cli("edgeformer-predict", photo, "--model", det_onnx["ssd_mobilevit_s"], "--iou", "0")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --iou") and "Traceback" not in bad.stderr
     wrong = run_cli("edgeformer-predict", photo, "--model", onnx_classifier, "--conf", "0.3")
-    assert wrong.returncode == 2 and "apply to detection artifacts" in wrong.stderr
+    assert wrong.returncode == 2 and "applies to detection artifacts" in wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
 
 

@@ -183,7 +183,7 @@ def test_predict_cli_json_and_saved_masks(seg_onnx, tmp_path):
     table = run_cli("edgeformer-predict", photos[3], "--model", model)
     assert table.returncode == 0 and "bicycle" in table.stdout and "mask" in table.stdout
     bad = run_cli("edgeformer-predict", photos[3], "--model", model, "--conf", "0.3")
-    assert bad.returncode == 2 and "apply to detection artifacts" in bad.stderr
+    assert bad.returncode == 2 and "applies to detection artifacts" in bad.stderr
 
 
 # -- TFLite and RKNN (real converters; the RKNN NPU itself is the toolkit's simulator) --------------

@@ -94,7 +94,7 @@ def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
          max_det, agnostic, save_dir):
     """Classify (ImageNet-1k), detect (COCO) or segment (PASCAL VOC) images with an exported artifact."""
     try:
-        options = DetectOptions(conf, iou, max_det, agnostic, save_dir)
+        options = TaskOptions(conf, iou, max_det, agnostic, save_dir)
         code = predict_images(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
                               npu_cores, batch, options)
     except BrokenPipeError:  # `edgeformer-predict … | head`: the reader is gone; stop quietly, like cat does
@@ -111,7 +111,8 @@ def main(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus,
     sys.exit(code)
 
 
-class DetectOptions(NamedTuple):
+class TaskOptions(NamedTuple):
+    """The detection options and --save (detection and segmentation)."""
     conf: Optional[float] = None
     iou: Optional[float] = None
     max_det: Optional[int] = None
@@ -120,29 +121,30 @@ class DetectOptions(NamedTuple):
 
 
 def predict_images(inputs, model_path, topk, as_json, with_logits, backend, threads, cpus, npu_cores,
-                   batch, detect: DetectOptions = DetectOptions()) -> int:
+                   batch, task: TaskOptions = TaskOptions()) -> int:
     import numpy as np
 
     from .predictor import Predictor, check_detection_options
     from .preprocess import read_image
 
-    check_detection_options(detect.conf, detect.iou, detect.max_det)  # before the model is even opened
+    check_detection_options(task.conf, task.iou, task.max_det)  # before the model is even opened
     predictor = Predictor(model_path, backend=backend, threads=threads, cpus=cpus, npu_cores=npu_cores,
-                          conf=detect.conf, iou=detect.iou, max_det=detect.max_det, agnostic=detect.agnostic)
+                          conf=task.conf, iou=task.iou, max_det=task.max_det, agnostic=task.agnostic)
     detection, segmentation = predictor.task == "detection", predictor.task == "segmentation"
-    used = [name for name, value in (("--conf", detect.conf), ("--iou", detect.iou), ("--max-det", detect.max_det),
-                                     ("--agnostic", detect.agnostic or None)) if value is not None]
-    if detect.save_dir is not None and not (detection or segmentation):
+    used = [name for name, value in (("--conf", task.conf), ("--iou", task.iou), ("--max-det", task.max_det),
+                                     ("--agnostic", task.agnostic or None)) if value is not None]
+    if task.save_dir is not None and not (detection or segmentation):
         used.append("--save")
     if used and not detection:
         predictor.close()
         what = "detection" if "--save" not in used else "detection and segmentation"
-        raise PredictError(f"{', '.join(used)} apply to {what} artifacts; {predictor.artifact.name} is a "
+        verb = "applies" if len(used) == 1 else "apply"
+        raise PredictError(f"{', '.join(used)} {verb} to {what} artifacts; {predictor.artifact.name} is a "
                            f"{predictor.task} model")
-    if detect.save_dir is not None:
+    if task.save_dir is not None:
         from .draw import prepare_folder
 
-        prepare_folder(detect.save_dir)
+        prepare_folder(task.save_dir)
     chunk = predictor.batch or batch or 1
     failed = 0
     pending: list[tuple[Path, object, tuple]] = []  # (path, its crop, its size): everything per image is done
@@ -163,14 +165,14 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
             if segmentation:
                 mask = predictor.head.mask(outputs, i, *size)
                 show_segmentation(path, predictor.head.classes(mask), size, elapsed_ms, predictor, as_json)
-                if detect.save_dir is not None:
-                    bad += save_drawing(path, mask, detect.save_dir, predictor.head.labels)
+                if task.save_dir is not None:
+                    bad += save_drawing(path, mask, task.save_dir, predictor.head.labels)
                 continue
             if detection:
                 found = predictor.head.detections(rows, i, *size)
                 show_detections(path, found, elapsed_ms, predictor, as_json)
-                if detect.save_dir is not None:
-                    bad += save_drawing(path, found, detect.save_dir)
+                if task.save_dir is not None:
+                    bad += save_drawing(path, found, task.save_dir)
                 continue
             row = outputs[0][i]
             top = predictor.top_k(row[None], topk)[0]
