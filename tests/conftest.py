@@ -30,6 +30,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order within a group
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: fine without it (serial runs)
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
