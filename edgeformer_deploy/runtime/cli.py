@@ -155,28 +155,21 @@ def predict_images(inputs, model_path, topk, as_json, with_logits, backend, thre
         started = time.perf_counter()
         outputs = predictor.session.outputs(predictor.to_input(np.stack([crop for _, crop, _ in pending])))
         elapsed_ms = (time.perf_counter() - started) * 1e3
-        rows = predictor.head.rows(outputs) if detection else None
+        results = predictor.head.results(outputs, [size for _, _, size in pending], topk)
         bad = 0
-        for i, (path, _, size) in enumerate(pending):
+        for i, ((path, _, size), result) in enumerate(zip(pending, results)):
             if not all(np.isfinite(out[i]).all() for out in outputs):  # never printed as NaN, never counted
                 bad += 1
                 _fail(f"{path}: the model produced non-finite outputs (NaN/inf) — the artifact is broken")
                 continue
             if segmentation:
-                mask = predictor.head.mask(outputs, i, *size)
-                show_segmentation(path, predictor.head.classes(mask), size, elapsed_ms, predictor, as_json)
-                if task.save_dir is not None:
-                    bad += save_drawing(path, mask, task.save_dir, predictor.head.labels)
-                continue
-            if detection:
-                found = predictor.head.detections(rows, i, *size)
-                show_detections(path, found, elapsed_ms, predictor, as_json)
-                if task.save_dir is not None:
-                    bad += save_drawing(path, found, task.save_dir)
-                continue
-            row = outputs[0][i]
-            top = predictor.top_k(row[None], topk)[0]
-            show(path, top, row if with_logits else None, elapsed_ms, predictor, as_json)
+                show_segmentation(path, predictor.head.classes(result), size, elapsed_ms, predictor, as_json)
+            elif detection:
+                show_detections(path, result, elapsed_ms, predictor, as_json)
+            else:
+                show(path, result, outputs[0][i] if with_logits else None, elapsed_ms, predictor, as_json)
+            if task.save_dir is not None:
+                bad += save_drawing(path, result, task.save_dir, predictor.head.labels if segmentation else None)
         pending.clear()
         return bad
 

@@ -95,13 +95,7 @@ class Predictor:
         single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
         batch = [load_image(image) for image in ([images] if single else list(images))]
         outputs = self.session.outputs(self.preprocess(batch))
-        if self.task == "detection":
-            rows = self.head.rows(outputs)
-            results = [self.head.detections(rows, i, *image.size) for i, image in enumerate(batch)]
-        elif self.task == "segmentation":
-            results = [self.head.mask(outputs, i, *image.size) for i, image in enumerate(batch)]
-        else:
-            results = self.head.top_k(outputs[0], topk)
+        results = self.head.results(outputs, [image.size for image in batch], topk)
         return results[0] if single else results
 
     def top_k(self, logits: np.ndarray, topk: int = 5) -> List[List[Prediction]]:
@@ -122,6 +116,10 @@ class ClassifyHead:
         self.labels = tuple(labels) if labels is not None else labels_for(artifact.num_classes, artifact.labels)
         if len(self.labels) != artifact.num_classes:
             raise PredictError(f"{len(self.labels)} labels for a {artifact.num_classes}-class model")
+
+    def results(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple], topk: int = 5) -> list:
+        """Every image's top-k :class:`Prediction` list (``sizes`` unused: classes need no geometry)."""
+        return self.top_k(outputs[0], topk)
 
     def top_k(self, logits: np.ndarray, topk: int = 5) -> List[List[Prediction]]:
         probabilities = softmax(logits)
@@ -155,7 +153,6 @@ class DetectHead:
                                                                ("max_det", max_det)) if v is not None},
                                         class_agnostic=bool(agnostic))
         self.anchors = expand_anchors(post["anchors"])
-        self.background = int(post.get("background_class", 0))
         # class ids 0..C-2: COCO's 80-class order, the network's label minus the background
         self.labels = labels_for(artifact.num_classes - 1, artifact.labels)
         self.num_classes = artifact.num_classes
@@ -177,6 +174,11 @@ class DetectHead:
         ``predict()``)."""
         confidences, locations = rows
         return postprocess(confidences[i], locations[i], self.anchors, self.params)
+
+    def results(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple], topk: int = 5) -> list:
+        """Every image's :class:`Detection` list in its original pixels (``sizes``: (width, height) each)."""
+        rows = self.rows(outputs)
+        return [self.detections(rows, i, *size) for i, size in enumerate(sizes)]
 
     def detections(self, rows: tuple, i: int, width: int, height: int) -> List[Detection]:
         """Image ``i``'s detections in its original pixels (``width`` x ``height``)."""
@@ -201,6 +203,10 @@ class SegmentHead:
         """Image ``i``'s stride-16 logits, [classes, h, w]."""
         x = outputs[self.index][i]
         return x.transpose(2, 0, 1) if self.nhwc else x
+
+    def results(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple], topk: int = 5) -> list:
+        """Every image's H x W uint8 class mask at its original size (``sizes``: (width, height) each)."""
+        return [self.mask(outputs, i, *size) for i, size in enumerate(sizes)]
 
     def mask(self, outputs: Sequence[np.ndarray], i: int, width: int, height: int) -> np.ndarray:
         return official_mask(self.logits(outputs, i), self.factor, height, width)

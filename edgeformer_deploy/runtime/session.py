@@ -56,16 +56,16 @@ class Session:
                                 f"output(s), the manifest lists {len(self.artifact.outputs)}")
 
     def _output_order(self) -> List[int]:
-        """Backend output index of each manifest output: by the runtime's tensor name, else in the backend's
-        order (single-output models; RKNN reports no names and keeps the ONNX order)."""
+        """Backend output index of each manifest output, by the runtime's tensor name (a single output needs
+        no name: manifests from before the field)."""
         names = list(self.backend.output_names)
         wanted = [spec.tensor or spec.name for spec in self.artifact.outputs]
         if sorted(names) == sorted(wanted):
             return [names.index(name) for name in wanted]
-        if len(wanted) > 1 and self.backend.name != "rknn-toolkit-lite2":
+        if len(wanted) > 1:
             raise ArtifactError(f"{self.artifact.path}: manifest/artifact mismatch: the model's outputs are "
                                 f"{names}, the manifest lists {wanted}")
-        return list(range(len(wanted)))
+        return [0]
 
     # -- tensors ---------------------------------------------------------------------------------
     def fit(self, image: ImageLike) -> np.ndarray:
