@@ -109,10 +109,11 @@ def small_artifacts(tmp_path_factory, official_dir) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def emulated_reports(boards, plugin, small_artifacts, tmp_path_factory) -> dict:
-    """``edgeformer-bench ART… --emulate ARCH --json`` on both boards at once (one core each)."""
+    """``edgeformer-bench ART… --emulate ARCH --profile --json`` on both boards at once (one core each). The
+    profile changes the plugin's callbacks, not what it counts (``test_emulated_compare`` counts without it)."""
     out = tmp_path_factory.mktemp("emulate-reports")
     running = {arch: subprocess.Popen([script("edgeformer-bench"), *map(str, small_artifacts), "--emulate", arch,
-                                       "--warmup", "1", "--runs", "2", "--json", str(out / f"{arch}.json")],
+                                       "--profile", "--warmup", "1", "--runs", "2", "--json", str(out / f"{arch}.json")],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for arch in ARCHES}
     reports = {}
@@ -149,6 +150,38 @@ def test_emulated_bench_counts_instructions_per_inference(emulated_reports, arch
     assert edgeformer["instructions"]["ratio_to_baseline"] == 1
     assert 0 < tiny["instructions"]["ratio_to_baseline"] < 0.2
     assert "instructions/inference" in table and "emulat" in table
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_emulated_profile_attributes_every_instruction_to_a_kernel(emulated_reports, arch):
+    """--profile: the blocks of each inference add up to its count (checked by emulate.attach_profiles,
+    which refuses otherwise) and land in the board's runtime library, in named functions."""
+    report, table = emulated_reports[arch]
+    edgeformer, tiny = report["artifacts"]
+    library = {"armv7": "_pywrap_tensorflow_interpreter_wrapper.so", "aarch64": "libpywrap_litert_common.so"}[arch]
+    for record in (edgeformer, tiny):
+        profile = record["profile"]
+        assert profile["regions"] == 2
+        assert abs(profile["instructions_per_inference"] - record["instructions"]["per_inference"]) < 20_000
+        assert sum(f["instructions"] for f in profile["families"]) == pytest.approx(
+            profile["instructions_per_inference"], abs=len(profile["families"]))
+        assert sum(f["share"] for f in profile["families"]) == pytest.approx(1)
+    top = edgeformer["profile"]["top"]
+    in_runtime = sum(row["share"] for row in top if row["library"] == library)
+    assert in_runtime > 0.9, top[:5]
+    assert all(not row["symbol"].startswith("+") for row in top[:5]), top[:5]  # named, not address ranges
+    families = {f["family"]: f["share"] for f in edgeformer["profile"]["families"]}
+    if arch == "aarch64":  # ai-edge-litert runs fp32 convolutions in XNNPACK's micro-kernels
+        assert families.get("XNNPACK fp32", 0) > 0.5, families
+    else:  # tflite-runtime 2.14's armv7 wheel has no XNNPACK: Eigen and TFLite's own kernels
+        assert not any(name.startswith("XNNPACK") for name in families), families
+        assert families.get("Eigen", 0) > 0.3, families
+    assert "by kernel family and function" in table
+
+
+def test_profile_needs_emulate(tmp_path):
+    result = run_cli("edgeformer-bench", write_tiny_tflite(tmp_path), "--profile")
+    assert result.returncode == 1 and "needs --emulate" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_emulated_compare(official_dir, tmp_path_factory, tmp_path):

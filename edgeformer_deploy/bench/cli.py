@@ -89,6 +89,9 @@ def run_options(function):
         click.option("--emulate", type=click.Choice(EMULATE_CHOICES), default=None,
                      help="Run on an emulated ARM board (qemu-user; source checkout, apt-get install qemu-user gcc) "
                           "and count guest instructions per inference; one thread, --warmup 1 --runs 3 by default."),
+        click.option("--profile", is_flag=True,
+                     help="With --emulate: attribute each inference's instructions to the kernels that executed "
+                          "them (shared library + function, grouped by kernel family), in the table and JSON."),
     ]):
         function = decorator(function)
     return function
@@ -100,7 +103,7 @@ def run_options(function):
 @run_options
 @click.pass_context
 def main(ctx: click.Context, artifacts, warmup, runs, threads, cpus, json_out, backend, npu_cores, no_rss,
-         label, emulate) -> None:
+         label, emulate, profile) -> None:
     """Benchmark exported artifacts (.onnx / .tflite / .rknn with their manifests) on this machine.
 
     Several artifacts are measured interleaved (A B A B …); the first one that loads is the baseline,
@@ -124,17 +127,19 @@ def main(ctx: click.Context, artifacts, warmup, runs, threads, cpus, json_out, b
     if not artifacts:
         click.echo(ctx.get_help())
         ctx.exit(0)
+    check_profile(profile, emulate)
     sys.exit(benchmark_command(artifacts, warmup=warmup, runs=runs, threads=threads, cpus=cpus,
                                json_out=json_out, backend=backend, npu_cores=npu_cores,
-                               measure_rss=not no_rss, label=label, emulate=emulate))
+                               measure_rss=not no_rss, label=label, emulate=emulate, profile=profile))
 
 
 def benchmark_command(artifacts: Sequence, *, warmup: int, runs: int, threads: Optional[int], cpus: Optional[str],
                       json_out: Optional[str], backend: str = "auto", npu_cores: str = "auto",
                       measure_rss: bool = True, label: Optional[str] = None, extra: Optional[dict] = None,
-                      emulate: Optional[str] = None) -> int:
+                      emulate: Optional[str] = None, profile: bool = False) -> int:
     """Run, write the JSON, show the table and the failures; returns the exit code.
-    ``emulate``: run on that emulated ARM board and count instructions (``emulate.py``)."""
+    ``emulate``: run on that emulated ARM board and count instructions (``emulate.py``), with ``profile``
+    attributed to kernels (``profile.py``)."""
     from .display import RichProgress
     from .runner import run_benchmark
 
@@ -144,7 +149,7 @@ def benchmark_command(artifacts: Sequence, *, warmup: int, runs: int, threads: O
             from .emulate import emulation_note, run_emulated_command
 
             document = run_emulated_command(list(artifacts), emulate, warmup=warmup, runs=runs, threads=threads,
-                                            cpus=cpus, backend=backend, label=label)
+                                            cpus=cpus, backend=backend, label=label, profile=profile)
         else:
             with RichProgress() as progress:
                 document = run_benchmark(list(artifacts), warmup, runs, threads, cpus, backend=backend,
@@ -160,6 +165,12 @@ def benchmark_command(artifacts: Sequence, *, warmup: int, runs: int, threads: O
     if emulate:
         click.echo(emulation_note(document), err=json_out == "-")
     return code
+
+
+def check_profile(profile: bool, emulate: Optional[str]) -> None:
+    if profile and not emulate:
+        _fail("--profile attributes emulated instructions to kernels: it needs --emulate armv7|aarch64")
+        sys.exit(EXIT_FAILED)
 
 
 def check_json_target(json_out: Optional[str], artifacts: Sequence = (), create: bool = True) -> bool:
@@ -273,7 +284,7 @@ def report_command(results, out_dir: Path) -> None:
 @run_options
 def compare_command(fmt, task, imgsz, int8, half, data, target, weights_edgeformer, weights_mobilevit, output, reexport,
                     export_only, warmup, runs, threads, cpus, json_out, backend, npu_cores, no_rss, label,
-                    emulate) -> None:
+                    emulate, profile) -> None:
     """The main job: export (or reuse) MobileViT-S and EdgeFormer-S, then benchmark them interleaved.
 
     MobileViT-S is the baseline, so the ratio reads EdgeFormer-S / MobileViT-S (below 1: EdgeFormer is
@@ -286,6 +297,7 @@ def compare_command(fmt, task, imgsz, int8, half, data, target, weights_edgeform
               "pip install torch==2.13.0 'edgeformer-deploy[export]'")
         sys.exit(EXIT_FAILED)
     check_json_target(json_out, create=False)  # before exporting; benchmark_command creates it before measuring
+    check_profile(profile, emulate)
     if emulate:
         from .emulate import check_format
 
@@ -299,7 +311,7 @@ def compare_command(fmt, task, imgsz, int8, half, data, target, weights_edgeform
         return
     sys.exit(benchmark_command(artifacts, warmup=warmup, runs=runs, threads=threads, cpus=cpus, json_out=json_out,
                                backend=backend, npu_cores=npu_cores, measure_rss=not no_rss, label=label,
-                               extra={"compare": info}, emulate=emulate))
+                               extra={"compare": info}, emulate=emulate, profile=profile))
 
 
 if __name__ == "__main__":

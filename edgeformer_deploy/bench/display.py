@@ -151,3 +151,35 @@ def print_result(document: dict, stream=None) -> None:
         notes.append(f"INTERRUPTED after {document.get('rounds_completed', 0)} complete rounds: partial results")
     for note in notes:
         console.print(Text(note), soft_wrap=True)
+    for artifact in artifacts:
+        if artifact.get("profile"):
+            print_profile(console, artifact)
+
+
+PROFILE_ROWS = 12
+
+
+def print_profile(console, artifact: dict) -> None:
+    """``--profile``: an artifact's instructions by kernel family, then its costliest functions."""
+    from rich.table import Table
+    from rich.text import Text
+
+    profile = artifact["profile"]
+    table = Table(title=Text(f"{artifact.get('name')}: {count(profile['instructions_per_inference'])} instructions "
+                             "per inference, by kernel family and function"), title_justify="left")
+    for column in ("share", "instructions", "kernel family", "library", "function"):
+        table.add_column(Text(column), justify="right" if column in ("share", "instructions") else "left",
+                         overflow="fold")
+    for family in profile["families"][:PROFILE_ROWS]:
+        table.add_row(f"{100 * family['share']:.1f}%", count(family["instructions"]), Text(family["family"]), "", "")
+    table.add_section()
+    for row in profile["top"][:PROFILE_ROWS]:
+        table.add_row(f"{100 * row['share']:.1f}%", count(row["instructions"]), Text(row["family"]),
+                      Text(row["library"]), Text(short_symbol(row["symbol"])))
+    console.print(table)
+
+
+def short_symbol(symbol: str, width: int = 90) -> str:
+    """A demangled C++ name without its argument list and template arguments past ``width``."""
+    name = symbol.split("(", 1)[0] if "(" in symbol and not symbol.startswith("(") else symbol
+    return name if len(name) <= width else name[:width - 1] + "…"

@@ -160,12 +160,13 @@ def board_cpu(root: Path, arch: Arch) -> str:
 
 
 # -- one emulated run -----------------------------------------------------------------------------
-def guest_command(arch: Arch, root: Path, cpu: str, plugin: Path, counts: Path, args: Sequence[str]) -> list[str]:
-    for path in (plugin, counts):
+def guest_command(arch: Arch, root: Path, cpu: str, plugin: Path, counts: Path, args: Sequence[str],
+                  profile: Optional[Path] = None) -> list[str]:
+    for path in (plugin, counts, profile):
         if "," in str(path):
             raise EmulationError(f"{path}: qemu's -plugin option cannot take a path with a comma")
     plugin_arg = (f"{plugin},out={counts},begin={marker.BEGIN_FD & 0xFFFFFFFF:#x},"
-                  f"end={marker.END_FD & 0xFFFFFFFF:#x}")
+                  f"end={marker.END_FD & 0xFFFFFFFF:#x}" + (f",profile={profile}" if profile else ""))
     command = [shutil.which(arch.qemu) or arch.qemu, "-L", str(root), "-cpu", cpu, "-plugin", plugin_arg,
                str(root / "usr" / "bin" / "python3.11"), *map(str, args)]
     return no_aslr() + command
@@ -208,22 +209,32 @@ def read_counts(path: Path) -> list[Region]:
     return regions
 
 
-def run_guest(arch: Arch, root: Path, cpu: str, plugin: Path, args: Sequence[str], timeout: Optional[float] = None):
-    """Run ``python3.11 ARGS`` on the board under the plugin -> (CompletedProcess, regions, seconds)."""
+def run_guest(arch: Arch, root: Path, cpu: str, plugin: Path, args: Sequence[str], timeout: Optional[float] = None,
+              profile: bool = False):
+    """Run ``python3.11 ARGS`` on the board under the plugin -> (CompletedProcess, regions, seconds), and with
+    ``profile`` a fourth item: ``(per-region blocks, guest memory map)`` for ``profile.py``."""
     with tempfile.TemporaryDirectory(prefix="edgeformer-emulate-") as tmp:
         pythonpath = Path(tmp) / "pythonpath"
         pythonpath.mkdir()
         (pythonpath / "edgeformer_deploy").symlink_to(PACKAGE_DIR, target_is_directory=True)
-        counts = Path(tmp) / "regions.txt"
+        counts, blocks, maps = Path(tmp) / "regions.txt", Path(tmp) / "blocks.txt", Path(tmp) / "maps.txt"
+        env = guest_env(pythonpath, root)
+        if profile:
+            env[marker.MAPS_ENV] = str(maps)
         started = time.monotonic()
         try:
-            result = subprocess.run(guest_command(arch, root, cpu, plugin, counts, args), capture_output=True,
-                                    text=True, env=guest_env(pythonpath, root), timeout=timeout, cwd=tmp)
+            result = subprocess.run(guest_command(arch, root, cpu, plugin, counts, args, blocks if profile else None),
+                                    capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:
             raise EmulationError(f"the emulated {arch.name} run took over {timeout:.0f} s") from None
         seconds = time.monotonic() - started
         regions = read_counts(counts) if counts.is_file() else []
-    return result, regions, seconds
+        if not profile:
+            return result, regions, seconds
+        from .profile import read_maps, read_profile
+
+        profiled = (read_profile(blocks) if blocks.is_file() else [], read_maps(maps) if maps.is_file() else [])
+    return result, regions, seconds, profiled
 
 
 def _guest_failure(arch: Arch, result: subprocess.CompletedProcess) -> EmulationError:
@@ -267,6 +278,27 @@ def attach_instructions(report: dict, regions: Sequence[Region]) -> None:
                                                        else None)
 
 
+def attach_profiles(report: dict, blocks: Sequence[dict], maps: Sequence, root: Path) -> None:
+    """Give each artifact record its ``profile`` from the plugin's per-region blocks (matched like the
+    counts, through ``timed_order``). The blocks of a region must add up to its count exactly."""
+    from .profile import Symbolizer, summarize_profile
+
+    order = report.get("timed_order") or []
+    if len(blocks) != len(order) or not maps:
+        raise EmulationError(f"--profile: the plugin profiled {len(blocks)} regions of {len(order)} timed inferences"
+                             + ("" if maps else " and the guest's memory map is missing"))
+    symbolizer = Symbolizer(maps, root)
+    for record in report["artifacts"]:
+        mine = [region for index, region in zip(order, blocks) if index == record.get("index")]
+        if not mine:
+            continue
+        counts = record["instructions"]["counts"]
+        if [sum(region.values()) for region in mine] != counts:
+            raise EmulationError(f"--profile: the profiled blocks of {record.get('path')} do not add up to its "
+                                 "instruction counts")
+        record["profile"] = summarize_profile(mine, symbolizer)
+
+
 def default_label(arch: Arch, cpu: str) -> str:
     return f"emulated {arch.name} ({arch.qemu} -cpu {cpu})"
 
@@ -274,12 +306,13 @@ def default_label(arch: Arch, cpu: str) -> str:
 def run_emulated(paths: Sequence, arch_name: str, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
                  threads: Optional[int] = None, cpus: Optional[str] = None, backend: str = "auto",
                  label: Optional[str] = None, timeout: Optional[float] = None,
-                 log: Optional[Callable[[str], None]] = None) -> dict:
+                 log: Optional[Callable[[str], None]] = None, profile: bool = False) -> dict:
     """Run the benchmark runner (``python -m edgeformer_deploy.bench.cli``) on the emulated ``arch_name``
     board with one runtime thread, and count the guest instructions of every timed inference.
 
     Returns the runner's result document (its wall-clock fields are the emulator's) with ``instructions``
-    in each artifact record and an ``emulation`` section."""
+    in each artifact record and an ``emulation`` section; with ``profile`` each record also gets a
+    ``profile`` (instructions by kernel family and by function, ``profile.py``)."""
     if arch_name not in ARCHES:
         raise EmulationError(f"--emulate takes {' or '.join(ARCHES)} (got {arch_name!r})")
     arch = ARCHES[arch_name]
@@ -289,6 +322,13 @@ def run_emulated(paths: Sequence, arch_name: str, warmup: int = DEFAULT_WARMUP, 
     paths = [Path(p).resolve() for p in paths]
     check_artifacts(paths, arch)
     check_tools(arch)
+    if profile:
+        from .profile import tools_available
+
+        missing = tools_available()
+        if missing:
+            raise EmulationError(f"--profile reads the boards' symbol tables with binutils: {missing} missing "
+                                 "(apt-get install binutils)")
     plugin = build_plugin()
     root = find_board(arch)
     cpu = board_cpu(root, arch)
@@ -303,11 +343,13 @@ def run_emulated(paths: Sequence, arch_name: str, warmup: int = DEFAULT_WARMUP, 
         if cpus:
             args += ["--cpus", cpus]
         args += [str(p) for p in paths]  # options first: a click group stops at its first argument
-        result, regions, seconds = run_guest(arch, root, cpu, plugin, args, timeout)
+        result, regions, seconds, *profiled = run_guest(arch, root, cpu, plugin, args, timeout, profile=profile)
         if not out.is_file():  # exit code 1 with a document = some artifact failed: its row says why
             raise _guest_failure(arch, result)
         report = json.loads(out.read_text())
     attach_instructions(report, regions)
+    if profile:
+        attach_profiles(report, *profiled[0], root)
     report["emulation"] = {
         "arch": arch.name, "board": arch.board, "qemu": f"{arch.qemu} {qemu_version(arch.qemu)}", "cpu": cpu,
         "plugin_sha256": plugin_sha256(), "threads": 1, "pythonhashseed": 0,
@@ -352,11 +394,12 @@ def _given(name: str) -> bool:
 
 
 def run_emulated_command(artifacts: Sequence, arch_name: str, *, warmup: int, runs: int, threads: Optional[int],
-                         cpus: Optional[str], backend: str = "auto", label: Optional[str] = None) -> dict:
+                         cpus: Optional[str], backend: str = "auto", label: Optional[str] = None,
+                         profile: bool = False) -> dict:
     """``edgeformer-bench … --emulate ARCH``: defaults --warmup 1 --runs 3 (counts are deterministic)."""
     import click
 
     warmup = warmup if _given("warmup") else DEFAULT_WARMUP
     runs = runs if _given("runs") else DEFAULT_RUNS
     return run_emulated(artifacts, arch_name, warmup=warmup, runs=runs, threads=threads, cpus=cpus, backend=backend,
-                        label=label, log=lambda message: click.echo(message, err=True))
+                        label=label, log=lambda message: click.echo(message, err=True), profile=profile)

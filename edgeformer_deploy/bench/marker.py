@@ -11,6 +11,9 @@ import os
 from contextlib import contextmanager
 
 ENV = "EDGEFORMER_INSN_MARKERS"
+# --emulate --profile: after each region, the guest's memory map (qemu-user shows guest addresses) is
+# copied here, so the plugin's block addresses can be mapped to shared library + symbol on the host.
+MAPS_ENV = "EDGEFORMER_GUEST_MAPS"
 # Negative descriptors, compared by the plugin on the low 32 bits of the first syscall argument.
 BEGIN_FD = -0x45460001
 END_FD = -0x45460002
@@ -38,3 +41,11 @@ def counted_region(active: bool | None = None):
     finally:
         if active:
             _close(END_FD)
+            _save_maps()
+
+
+def _save_maps() -> None:
+    target = os.environ.get(MAPS_ENV)
+    if target:  # outside the region: not counted
+        with open("/proc/self/maps") as source, open(target, "w") as out:
+            out.write(source.read())

@@ -23,6 +23,12 @@
  *                 "<instructions of the region's thread> <instructions of all other threads meanwhile>
  *                 <guest threads alive at BEGIN>"; lines starting with '#' are notes (at exit)
  *   begin=, end=  the low 32 bits of the marker descriptors (defaults: marker.py's BEGIN_FD / END_FD)
+ *   profile=PATH  also attribute each region's instructions to the translated blocks that executed them
+ *                 (`edgeformer-bench --emulate --profile`): at each region's END, "region N" then one line
+ *                 per block the region's thread ran, "<guest vaddr hex> <instructions in the block>
+ *                 <executions>", summing exactly to the region's count. A block is attributed whole to its
+ *                 start address (blocks end at branches and calls, so they rarely straddle two functions).
+ *                 emulate.py maps the addresses to shared library + symbol with the guest's memory map.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -52,6 +58,18 @@ static unsigned int region_vcpu, region_threads, live_vcpus, max_index;
 static uint64_t region_own, region_all;
 static unsigned long regions, unmatched, overflow;
 
+/* profile=: one record per translation (a block retranslated at the same address gets another; the
+ * reader sums them). Only the region's thread increments `runs`, so plain increments are exact. */
+struct block {
+    uint64_t vaddr;
+    uint64_t runs;
+    uint32_t n_insns;
+};
+static FILE *profile;
+static struct block **blocks;
+static size_t n_blocks, cap_blocks;
+static unsigned long unattributed;  /* blocks without a record (out of memory): counted, not profiled */
+
 static inline unsigned int slot(unsigned int vcpu_index)
 {
     return vcpu_index < MAX_VCPUS ? vcpu_index : MAX_VCPUS - 1;
@@ -76,11 +94,72 @@ static void tb_exec(unsigned int vcpu_index, void *n_insns)
     __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + (uintptr_t)n_insns, __ATOMIC_RELAXED);
 }
 
+static void tb_exec_profiled(unsigned int vcpu_index, void *userdata)
+{
+    struct block *block = userdata;
+
+    tb_exec(vcpu_index, (void *)(uintptr_t)block->n_insns);
+    /* in_region / region_vcpu change only between regions, in this same thread's syscalls */
+    if (in_region && vcpu_index == region_vcpu) {
+        block->runs++;
+    }
+}
+
+static struct block *new_block(struct qemu_plugin_tb *tb)
+{
+    struct block *block = calloc(1, sizeof(*block));
+
+    if (block == NULL) {
+        return NULL;
+    }
+    block->vaddr = qemu_plugin_tb_vaddr(tb);
+    block->n_insns = (uint32_t)qemu_plugin_tb_n_insns(tb);
+    pthread_mutex_lock(&lock);
+    if (n_blocks == cap_blocks) {
+        size_t cap = cap_blocks ? 2 * cap_blocks : 65536;
+        struct block **grown = realloc(blocks, cap * sizeof(*blocks));
+        if (grown == NULL) {
+            pthread_mutex_unlock(&lock);
+            free(block);
+            return NULL;
+        }
+        blocks = grown;
+        cap_blocks = cap;
+    }
+    blocks[n_blocks++] = block;
+    pthread_mutex_unlock(&lock);
+    return block;
+}
+
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
+    struct block *block = profile != NULL ? new_block(tb) : NULL;
+
     (void)id;
-    qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS,
-                                         (void *)(uintptr_t)qemu_plugin_tb_n_insns(tb));
+    if (block != NULL) {
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec_profiled, QEMU_PLUGIN_CB_NO_REGS, block);
+    } else {
+        if (profile != NULL) {
+            unattributed++;
+        }
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS,
+                                             (void *)(uintptr_t)qemu_plugin_tb_n_insns(tb));
+    }
+}
+
+/* at a region's END (lock held): its blocks, then reset them for the next region */
+static void write_profile(unsigned long region)
+{
+    size_t i;
+
+    fprintf(profile, "region %lu\n", region);
+    for (i = 0; i < n_blocks; i++) {
+        if (blocks[i]->runs) {
+            fprintf(profile, "%" PRIx64 " %u %" PRIu64 "\n", blocks[i]->vaddr, blocks[i]->n_insns, blocks[i]->runs);
+            blocks[i]->runs = 0;
+        }
+    }
+    fflush(profile);
 }
 
 static void vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index)
@@ -136,6 +215,9 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
         regions++;
         fprintf(out, "%" PRIu64 " %" PRIu64 " %u\n", own, all - own, region_threads);
         fflush(out);
+        if (profile != NULL) {
+            write_profile(regions);
+        }
     }
     pthread_mutex_unlock(&lock);
 }
@@ -149,6 +231,11 @@ static void at_exit(qemu_plugin_id_t id, void *userdata)
                 unmatched, in_region, max_index + 1, overflow, total());
         fclose(out);
         out = NULL;
+    }
+    if (profile != NULL) {
+        fprintf(profile, "# blocks %lu unattributed %lu\n", (unsigned long)n_blocks, unattributed);
+        fclose(profile);
+        profile = NULL;
     }
     pthread_mutex_unlock(&lock);
 }
@@ -170,17 +257,19 @@ static int parse_u32(const char *text, uint32_t *value)
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc,
                                            char **argv)
 {
-    const char *path = NULL;
+    const char *path = NULL, *profile_path = NULL;
     int i;
 
     for (i = 0; i < argc; i++) {
         const char *arg = argv[i];
         if (strncmp(arg, "out=", 4) == 0) {
             path = arg + 4;
+        } else if (strncmp(arg, "profile=", 8) == 0) {
+            profile_path = arg + 8;
         } else if (strncmp(arg, "begin=", 6) == 0 && parse_u32(arg + 6, &begin_magic) == 0) {
         } else if (strncmp(arg, "end=", 4) == 0 && parse_u32(arg + 4, &end_magic) == 0) {
         } else {
-            fprintf(stderr, "insn_count: unknown or bad argument '%s' (out=PATH[,begin=N,end=N])\n", arg);
+            fprintf(stderr, "insn_count: unknown or bad argument '%s' (out=PATH[,profile=PATH,begin=N,end=N])\n", arg);
             return -1;
         }
     }
@@ -203,6 +292,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     out = fopen(path, "w");
     if (out == NULL) {
         fprintf(stderr, "insn_count: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (profile_path != NULL && (profile = fopen(profile_path, "w")) == NULL) {
+        fprintf(stderr, "insn_count: cannot write %s: %s\n", profile_path, strerror(errno));
+        fclose(out);
         return -1;
     }
     qemu_plugin_register_vcpu_init_cb(id, vcpu_init);
