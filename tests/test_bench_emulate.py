@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -96,6 +97,16 @@ def test_no_markers_without_the_switch(boards, plugin, monkeypatch):
     assert regions == []
 
 
+def test_a_crashing_guest_is_one_clear_line(boards, plugin):
+    """A runtime that crashes on the board (tflite-runtime 2.14 on armv7 did, on MobileViT-S int8) kills
+    the runner: the error says so instead of failing to parse the half-written result."""
+    spec = emulate.ARCHES["armv7"]
+    result, _, _ = emulate.run_guest(spec, boards["armv7"], spec.cpu, plugin,
+                                     ["-c", "import ctypes; ctypes.string_at(0)"], timeout=120)
+    message = str(emulate._guest_failure(spec, result))
+    assert "runtime crashed (Segmentation fault, signal 11)" in message and "\n" not in message
+
+
 # -- the CLI --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_artifacts(tmp_path_factory, official_dir) -> list[Path]:
@@ -177,6 +188,18 @@ def test_emulated_profile_attributes_every_instruction_to_a_kernel(emulated_repo
         assert not any(name.startswith("XNNPACK") for name in families), families
         assert families.get("Eigen", 0) > 0.3, families
     assert "by kernel family and function" in table
+
+
+def test_report_shows_the_profile(emulated_reports, tmp_path):
+    paths = []
+    for arch, (report, _) in emulated_reports.items():
+        paths.append(tmp_path / f"{arch}.json")
+        paths[-1].write_text(json.dumps(report))
+    result = run_cli("edgeformer-bench", "report", *paths, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.count("### Where the instructions go") == 2
+    assert re.search(r"\| XNNPACK fp32 \| [\d.]+ [kMG]? ?\(\d+\.\d%\)", md) and "| Eigen |" in md
 
 
 def test_profile_needs_emulate(tmp_path):

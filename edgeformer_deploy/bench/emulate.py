@@ -238,6 +238,11 @@ def run_guest(arch: Arch, root: Path, cpu: str, plugin: Path, args: Sequence[str
 
 
 def _guest_failure(arch: Arch, result: subprocess.CompletedProcess) -> EmulationError:
+    crashed = re.search(r"uncaught target signal (\d+) \(([^)]*)\)", result.stderr)
+    if crashed:
+        return EmulationError(f"on the emulated {arch.name} board the runtime crashed ({crashed.group(2)}, signal "
+                              f"{crashed.group(1)}) and took the runner with it: run the artifacts one at a time "
+                              "to see which one")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     detail = (errors or lines or [f"exit code {result.returncode}"])[-1]
@@ -344,7 +349,9 @@ def run_emulated(paths: Sequence, arch_name: str, warmup: int = DEFAULT_WARMUP, 
             args += ["--cpus", cpus]
         args += [str(p) for p in paths]  # options first: a click group stops at its first argument
         result, regions, seconds, *profiled = run_guest(arch, root, cpu, plugin, args, timeout, profile=profile)
-        if not out.is_file():  # exit code 1 with a document = some artifact failed: its row says why
+        # exit code 1 with a document = some artifact failed: its row says why. The runner creates the file
+        # before measuring, so an empty one means it died (the runtime crashed)
+        if not out.is_file() or out.stat().st_size == 0:
             raise _guest_failure(arch, result)
         report = json.loads(out.read_text())
     attach_instructions(report, regions)

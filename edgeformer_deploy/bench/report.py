@@ -135,9 +135,35 @@ def markdown(rows: List[Row], png_name: Optional[str]) -> str:
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     lines.append("Latency: timed runs measured interleaved on each machine; ratios are per-round ratios against the "
                  "run's MobileViT artifact (else its baseline); peak RSS from a fresh process per artifact.")
+    lines += profile_sections(rows)
     if png_name:
         lines += ["", f"![latency and ratio per machine]({png_name})"]
     return "\n".join(lines) + "\n"
+
+
+PROFILE_FAMILIES = 8
+
+
+def profile_sections(rows: List[Row]) -> List[str]:
+    """``--profile`` runs: per machine, each artifact's instructions by kernel family, side by side."""
+    profiled = [r for r in rows if r.artifact.get("profile")]
+    lines: List[str] = []
+    for machine in dict.fromkeys(r.machine for r in profiled):
+        mine = [r for r in profiled if r.machine == machine]
+        families = list(dict.fromkeys(f["family"] for r in mine
+                                      for f in r.artifact["profile"]["families"][:PROFILE_FAMILIES]))
+        lines += ["", f"### Where the instructions go: {machine}", "",
+                  "| kernel family | " + " | ".join(_cell(r.label) for r in mine) + " |",
+                  "|---|" + "---|" * len(mine)]
+        for family in families + ["total"]:
+            cells = []
+            for r in mine:
+                profile = r.artifact["profile"]
+                found = next((f for f in profile["families"] if f["family"] == family), None)
+                cells.append(count(profile["instructions_per_inference"]) if family == "total" else
+                             f"{count(found['instructions'])} ({100 * found['share']:.1f}%)" if found else "–")
+            lines.append(f"| {_cell(family)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(rows: List[Row]) -> bytes:

@@ -27,6 +27,15 @@ VERIFY_ENV, VERIFY_RUNTIME = "tflite-runtime", "tflite_runtime"
 LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999, "detection_agreement": 0.99, "mask_agreement": 0.999},
           "fp16": {"cosine": 0.9999, "detection_agreement": 0.99, "mask_agreement": 0.999},
           "int8": {"cosine": 0.99}}
+# Full-integer int8: int8 activations, weights per channel for convolutions and per tensor for FULLY_CONNECTED —
+# tflite-runtime 2.14's armv7 build crashes (SIGSEGV in gemmlowp::UnpackResult) on a per-channel int8
+# FULLY_CONNECTED with more than one row, e.g. every MobileViT transformer layer (BENCHMARKS.md, #15).
+INT8_RECIPE = {"activations": "int8 per tensor", "conv_weights": "int8 per channel",
+               "fully_connected_weights": "int8 per tensor"}
+
+# fp16 artifacts carry TFLite's reduced_precision_support metadata ("fp16accfp16"): XNNPACK then computes in fp16
+# on cores with ARMv8.2 FP16 arithmetic and in fp32 (from the fp16 weights) everywhere else.
+FP16_ARITHMETIC = "allowed: XNNPACK computes in fp16 on ARMv8.2 FP16 cores (Cortex-A55/A76), fp32 elsewhere"
 
 
 def precision(job) -> str:
@@ -60,7 +69,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     np.save(calib, calibration_tensor(images, job.imgsz, job.spec.resize))
     log(f"converting to TFLite {kind} with onnx2tf")
     run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
-               + (["--int8"] if kind == "int8" else []), work, job, "convert")
+               + (["--int8", "--dense-per-tensor"] if kind == "int8" else []), work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
     artifact = staging / artifact_name(job)
     shutil.move(produced[kind], artifact)
@@ -73,7 +82,9 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
                           "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}",
                           "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
                           **({"calibration": {"images": len(images), "source": str(job.data) if job.data
-                                              else "shipped sample photos"}} if kind == "int8" else {})}}
+                                              else "shipped sample photos"},
+                              "quantization": INT8_RECIPE} if kind == "int8" else {}),
+                          **({"fp16_arithmetic": FP16_ARITHMETIC} if kind == "fp16" else {})}}
     return BuildResult(artifact, ops=report["ops"], input={**report["input"], "layout": "NHWC"},
                        # the ONNX (task) name, and the interpreter's own tensor name the board looks it up by
                        outputs=[{**spec, "name": onnx["name"], "tensor": spec["name"],

@@ -33,6 +33,8 @@ def convert(args):
     import onnx2tf.onnx2tf as o2t
 
     o2t.download_test_image_data = lambda: calib
+    if args.int8 and args.dense_per_tensor:
+        per_tensor_dense_layers()
     work = tempfile.mkdtemp(dir=args.out)
     try:
         np.save(os.path.join(work, CALIBRATION_PLACEHOLDER), calib)  # the only file onnx2tf looks for
@@ -47,6 +49,7 @@ def convert(args):
                           input_quant_dtype="int8", output_quant_dtype="int8")
         onnx2tf.convert(input_onnx_file_path=model, output_folder_path=os.path.join(work, "out"),
                         verbosity="warn", **kwargs)
+        allow_fp16_inference(os.path.join(work, "out", "model_float16.tflite"))
         produced = {"fp32": "model_float32.tflite", "fp16": "model_float16.tflite"}
         if args.int8:
             produced["int8"] = "model_full_integer_quant.tflite"
@@ -63,6 +66,43 @@ def convert(args):
     finally:
         os.chdir(args.out)
         shutil.rmtree(work, ignore_errors=True)
+
+
+# XNNPACK runs a model in fp16 arithmetic where the CPU has it (ARMv8.2 FP16: Cortex-A55/A76, the RK3588's and
+# RK3566's cores) only when the model says it may: this metadata, with fp16 accumulation too. Elsewhere (x86,
+# armv7) the same artifact runs in fp32 from its fp16 weights.
+REDUCED_PRECISION_KEY, FP16_INFERENCE = "reduced_precision_support", b"fp16accfp16"
+
+
+def allow_fp16_inference(path):
+    if not os.path.exists(path):
+        return
+    from tensorflow.lite.python import schema_py_generated as fb
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(path)
+    buffer = fb.BufferT()
+    buffer.data = np.frombuffer(FP16_INFERENCE, np.uint8)
+    model.buffers.append(buffer)
+    entry = fb.MetadataT()
+    entry.name, entry.buffer = REDUCED_PRECISION_KEY, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != REDUCED_PRECISION_KEY.encode()] + [entry]
+    flatbuffer_utils.write_model(model, path)
+
+
+def per_tensor_dense_layers():
+    """Every TFLite converter onnx2tf creates quantises FULLY_CONNECTED weights per tensor (convolutions
+    stay per channel): tflite-runtime 2.14's armv7 build (gemmlowp, no XNNPACK) crashes in
+    gemmlowp::UnpackResult on a per-channel int8 FULLY_CONNECTED with more than one row."""
+    from tensorflow.lite.python import lite
+
+    init = lite.TFLiteConverterBase.__init__
+
+    def patched(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._experimental_disable_per_channel_quantization_for_dense_layers = True
+
+    lite.TFLiteConverterBase.__init__ = patched
 
 
 def _interpreter_class(preferred):
@@ -135,6 +175,7 @@ def main():
     c.add_argument("--calib", required=True)
     c.add_argument("--input-name", default="images")
     c.add_argument("--int8", action="store_true")
+    c.add_argument("--dense-per-tensor", action="store_true")
     r = sub.add_parser("run")
     r.add_argument("--model", required=True)
     r.add_argument("--inputs", required=True)
