@@ -20,6 +20,24 @@ def _manifest(path):
     return json.loads(manifest_path(path).read_text())
 
 
+def _flatbuffer(path):
+    from ai_edge_litert import schema_py_generated as fb
+
+    return fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(path.read_bytes(), 0))
+
+
+def weight_scales(path, op_name: str) -> list[int]:
+    """Number of quantisation scales of each ``op_name`` weight tensor (input 1) in the artifact."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    model = _flatbuffer(path)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.subgraphs[0]
+    return [len(graph.tensors[op.inputs[1]].quantization.scale) for op in graph.operators
+            if names[max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                         model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)] == op_name]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_edgeformer_graph_is_clean_nhwc(tflite_artifacts, precision):
     manifest = _manifest(tflite_artifacts[("edgeformer_s", precision)])
@@ -48,6 +66,17 @@ def test_parity_gate_numbers(tflite_artifacts, name):
     assert int8["cosine"] >= 0.99 and 0.0 <= int8["top5_agreement"] <= 1.0
 
 
+@pytest.mark.parametrize("name", ["edgeformer_s", "mobilevit_s"])
+def test_int8_recipe(tflite_artifacts, name):
+    """Convolutions per channel, FULLY_CONNECTED per tensor (tflite-runtime 2.14 on armv7 crashes on per-channel
+    FC with several rows: MobileViT's transformer layers; test_arm_boards runs the artifact there)."""
+    path = tflite_artifacts[(name, "int8")]
+    assert _manifest(path)["tflite"]["quantization"]["fully_connected_weights"] == "int8 per tensor"
+    fully_connected, conv = weight_scales(path, "FULLY_CONNECTED"), weight_scales(path, "CONV_2D")
+    assert fully_connected and set(fully_connected) == {1}
+    assert conv and min(conv) > 1
+
+
 @pytest.fixture(scope="module")
 def fp16_artifact(tmp_path_factory, official_dir):
     out = tmp_path_factory.mktemp("fp16")
@@ -61,6 +90,11 @@ def test_fp16_export(fp16_artifact):
     manifest = _manifest(fp16_artifact)
     assert manifest["parity"]["cosine"] >= 0.9999 and manifest["tflite"]["precision"] == "fp16"
     assert (fp16_artifact.parent / "edgeformer_s_256.convert.log").is_file()  # --verbose keeps the log
+    # XNNPACK may compute in fp16 where the CPU has it (ARMv8.2 FP16), and says so in the manifest
+    model = _flatbuffer(fp16_artifact)
+    metadata = {m.name.decode(): bytes(model.buffers[m.buffer].data) for m in model.metadata}
+    assert metadata["reduced_precision_support"] == b"fp16accfp16"
+    assert "fp16" in manifest["tflite"]["fp16_arithmetic"]
 
 
 @pytest.mark.parametrize("key", [("edgeformer_s", "fp32"), ("edgeformer_s", "int8"), ("mobilevit_s", "fp32"),

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgeformer_deploy.export.lowering import (GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock, circulant,
-                                               lower_model)
+from edgeformer_deploy.export.lowering import (GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock, MatMulLayerNorm,
+                                               circulant, lower_model)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
 from helpers import randomize_norms
@@ -29,6 +29,29 @@ def test_lowered_model_reproduces_official_logits(official_io, name, imgsz, gcc)
     with torch.no_grad():
         logits = lower_model(model, imgsz, gcc)(io[f"input_{imgsz}"])
     assert (logits - io[f"logits_{imgsz}"]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("imgsz", [256, 224])
+def test_matmul_layer_norm_reproduces_official_logits(official_io, imgsz):
+    """The int8 TFLite form of MobileViT's LayerNorms (centring and variance as matrix products, the affine
+    folded into the next Linear) computes the official logits as closely as the native form."""
+    model, io = official_io["mobilevit_s"]
+    lowered = lower_model(model, imgsz, layer_norm="matmul")
+    assert not [m for m in lowered.modules() if isinstance(m, nn.LayerNorm)]
+    norms = [m for m in lowered.modules() if isinstance(m, MatMulLayerNorm)]
+    assert len(norms) == 2 * (2 + 4 + 3) + 3 and sum(m.weight is not None for m in norms) == 3  # 3 blocks' last
+    with torch.no_grad():
+        logits = lowered(io[f"input_{imgsz}"])
+    assert (logits - io[f"logits_{imgsz}"]).abs().max().item() <= 1e-4
+
+
+def test_matmul_layer_norm_is_layer_norm():
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(24)
+    nn.init.normal_(norm.weight), nn.init.normal_(norm.bias)
+    x = torch.randn(3, 7, 24) * 5 + 2
+    with torch.no_grad():
+        assert (MatMulLayerNorm(norm)(x) - norm(x)).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("gcc", FORMULATIONS)

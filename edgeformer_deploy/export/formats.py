@@ -41,6 +41,9 @@ class ExportFormat:
     # detectors: "rows" = the official (confidences, locations); "levels" = each head's conv map, laid out on
     # the board (runtime.detect.assemble_levels) — the NPU runs the row layout's Reshapes on its CPU otherwise
     detection_outputs: str = "rows"
+    # LayerNorm form of full-integer artifacts (lowering.LAYER_NORMS): "matmul" where the int8 runtime runs
+    # the native form in slow reference kernels (TFLite: BENCHMARKS.md, --profile)
+    int8_layer_norm: str = "native"
 
     @property
     def name(self) -> str:
@@ -91,7 +94,8 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
     # Every GCC is a DEPTHWISE_CONV_2D in TFLite, cut into <=16-tap chunks: XNNPACK's static depthwise conv
     # falls off a cliff above ~25 taps (32 taps: 10.4 ms, 16 taps: 0.32 ms for the same layer; BENCHMARKS.md).
     ExportFormat(RUNTIME_FORMATS["tflite"], "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
-                 build=_tflite_build, runner=_tflite_runner, gcc_default="conv", gcc_taps_default=16),
+                 build=_tflite_build, runner=_tflite_runner, gcc_default="conv", gcc_taps_default=16,
+                 int8_layer_norm="matmul"),
     # The NPU's depthwise kernels are at most 16 taps per side; cutting them in the lowering gives the graph
     # rknn-toolkit2 would make itself (BENCHMARKS.md: RKNN), so what runs is what we verified in ONNX.
     ExportFormat(RUNTIME_FORMATS["rknn"], "RKNN fp16/int8 for Rockchip NPUs via rknn-toolkit2 (managed environment)",

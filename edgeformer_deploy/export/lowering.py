@@ -10,6 +10,10 @@
   (the spatial path is affine, so that map is just the path evaluated at zero input);
 * every Conv+BN pair, and every BN directly in front of a 1x1 conv, folds into the conv; dropout goes;
 * DeepLab's image-pooling branch joins the ASPP projection as a per-image bias (no broadcast map);
+* optionally (full-integer TFLite) each LayerNorm becomes matrix products — centring as ``x @ (I - 1/C)``,
+  the variance as ``(c * c) @ 1/C`` — with its affine folded into the next Linear: int8 runtimes run
+  those in their GEMM kernels, while the native form (MEAN over channels, broadcast SUB, SQUARED_DIFFERENCE)
+  falls to slow int8 reference kernels (BENCHMARKS.md: ``--profile``);
 * optionally the input channel order is reversed inside the stem convolution (its weights' input
   channels permuted — exact, the conv's zero padding is the same in every channel), so an artifact of a
   BGR-trained checkpoint takes RGB like every camera, decoder and NPU frame does.
@@ -25,6 +29,7 @@ from ..errors import ExportError
 from ..models.deeplab import ASPP
 from ..models.edgeformer import GCCBlock, OuterFrame, circular_conv
 from ..models.layers import ConvLayer
+from ..models.mobilevit import MultiHeadAttention
 
 
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -206,6 +211,55 @@ class LoweredGCCBlock(nn.Module):
         return out + y * self.ca_fc(self.ca_pool(y))
 
 
+class MatMulLayerNorm(nn.Module):
+    """LayerNorm over the last axis as matrix products (exact up to float rounding). ``affine=False`` when
+    its scale and shift were folded into the next Linear (``fold_affine_into``)."""
+
+    def __init__(self, norm: nn.LayerNorm, affine: bool = True):
+        super().__init__()
+        (channels,) = norm.normalized_shape
+        self.center = nn.Linear(channels, channels, bias=False)  # x - mean(x) = x @ (I - 1/C)
+        self.mean = nn.Linear(channels, 1, bias=False)
+        with torch.no_grad():
+            self.center.weight.copy_(torch.eye(channels) - 1.0 / channels)
+            self.mean.weight.fill_(1.0 / channels)
+        self.eps = norm.eps
+        self.register_buffer("weight", norm.weight.detach().clone() if affine else None)
+        self.register_buffer("bias", norm.bias.detach().clone() if affine else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centered = self.center(x)
+        y = centered * torch.rsqrt(self.mean(centered * centered) + self.eps)
+        return y if self.weight is None else y * self.weight + self.bias
+
+
+def fold_affine_into(norm: nn.LayerNorm, linear: nn.Linear) -> nn.Linear:
+    """``linear(norm.weight * y + norm.bias)`` as one Linear of ``y``."""
+    folded = nn.Linear(linear.in_features, linear.out_features)
+    with torch.no_grad():
+        folded.weight.copy_(linear.weight * norm.weight)
+        folded.bias.copy_((linear.bias if linear.bias is not None else 0) + linear.weight @ norm.bias)
+    return folded
+
+
+def _lower_layer_norms(sequence: nn.Sequential) -> None:
+    """In a pre-norm ``Sequential(LayerNorm, Linear | MultiHeadAttention, …)`` fold the affine into the next
+    Linear; a LayerNorm with nothing to fold into keeps it."""
+    children = list(sequence.children())
+    for index, child in enumerate(children):
+        if not isinstance(child, nn.LayerNorm) or not child.elementwise_affine:
+            continue
+        after = children[index + 1] if index + 1 < len(children) else None
+        if isinstance(after, nn.Linear):
+            sequence[index + 1] = fold_affine_into(child, after)
+        elif isinstance(after, MultiHeadAttention):
+            after.qkv_proj = fold_affine_into(child, after.qkv_proj)
+        else:
+            sequence[index] = MatMulLayerNorm(child, affine=True)
+            continue
+        sequence[index] = MatMulLayerNorm(child, affine=False)
+
+
 def _lower_conv_layer(layer: ConvLayer) -> nn.Module:
     block = layer.block
     conv = fuse_conv_bn(block.conv, block.norm) if hasattr(block, "norm") else block.conv
@@ -275,18 +329,24 @@ def fold_channel_swap(model: nn.Module) -> None:
     conv.weight.copy_(conv.weight.flip(1))
 
 
+LAYER_NORMS = ("native", "matmul")
+
+
 @torch.no_grad()
 def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None,
-                swap_input_channels: bool = False) -> nn.Module:
+                swap_input_channels: bool = False, layer_norm: str = "native") -> nn.Module:
     """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
 
     ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
     convolutions) or ``matmul`` (circulant matrix products); both compute the same thing. ``max_taps`` cuts
     the depthwise kernels into chunks of at most that many taps (``conv`` only). ``swap_input_channels``
-    folds an RGB <-> BGR swap into the stem convolution.
+    folds an RGB <-> BGR swap into the stem convolution. ``layer_norm="matmul"`` writes every LayerNorm as
+    matrix products (``MatMulLayerNorm``; for full-integer runtimes).
     """
     if gcc not in GCC_FORMULATIONS:
         raise ExportError(f"unknown GCC formulation {gcc!r}; choose one of: {', '.join(GCC_FORMULATIONS)}")
+    if layer_norm not in LAYER_NORMS:
+        raise ExportError(f"unknown LayerNorm form {layer_norm!r}; choose one of: {', '.join(LAYER_NORMS)}")
     model = copy.deepcopy(model).eval()
     if swap_input_channels:
         fold_channel_swap(model)
@@ -297,6 +357,10 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     _replace(model, lambda m: LoweredASPP(m) if isinstance(m, ASPP) else None)
     _replace(model, lambda m: _lower_conv_layer(m) if isinstance(m, ConvLayer) else None)
     _replace(model, lambda m: nn.Identity() if isinstance(m, (nn.Dropout, nn.Dropout2d)) else None)
+    if layer_norm == "matmul":
+        for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+            _lower_layer_norms(sequence)
+        _replace(model, lambda m: MatMulLayerNorm(m) if isinstance(m, nn.LayerNorm) else None)  # any left
     return model
 
 

@@ -246,7 +246,9 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         if swap:
             log(f"folding the {job.trained_channel_order} -> {ARTIFACT_CHANNEL_ORDER} channel swap into the stem "
                 f"convolution (the artifact takes {ARTIFACT_CHANNEL_ORDER})")
-        lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap)
+        layer_norm = fmt.int8_layer_norm if job.int8 else "native"
+        lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap,
+                              layer_norm=layer_norm)
         onnx_path = staging / f"{job.stem}.onnx"
         names = graph_names = OUTPUT_NAMES[spec.task]
         levels = spec.task == "detection" and fmt.detection_outputs == "levels"
@@ -312,7 +314,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             ops=built.ops or ops, parity=parity, weights=weights,
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *built.versions),
             extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
-                   "gcc_max_taps": job.gcc_max_taps, "export_seconds": round(time.perf_counter() - started, 2),
+                   "gcc_max_taps": job.gcc_max_taps, "layer_norm": layer_norm, "export_seconds": round(time.perf_counter() - started, 2),
                    **({"output": outputs[0]} if spec.task == "classification" else {}),  # what v1 readers read
                    **built.section})
         manifest_file = staging / manifest_name(artifact)
