@@ -8,6 +8,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from ..errors import ExportError
 from ..runtime.formats import FORMATS as RUNTIME_FORMATS
 from ..runtime.formats import FormatInfo
 
@@ -102,3 +103,36 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
                  build=_rknn_build, runner=_rknn_runner, gcc_default="conv", gcc_taps_default=16,
                  detection_outputs="levels"),
 )}
+
+
+@dataclass(frozen=True)
+class CpuTarget:
+    """A TFLite artifact's ARM CPU class (``--format tflite --target``): the GCC formulation measured cheapest
+    there in emulated instructions per inference (BENCHMARKS.md: ARM kernels, ``--emulate --profile``)."""
+    name: str
+    runtime: str
+    gcc: str
+    gcc_taps: Optional[int]
+    measured: str  # the measurement behind the choice, recorded in the manifest
+
+
+TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
+    CpuTarget("aarch64", "ai-edge-litert 2.3 (XNNPACK)", "conv", 16,
+              "EdgeFormer-S 256, Cortex-A76: conv/16 taps 743.2 M vs matmul {a64_mm32} instructions (fp32), "
+              "253.8 M vs {a64_mm8} (int8)"),
+    CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)", "matmul", None,
+              "EdgeFormer-S 256, Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (fp32), "
+              "1.205 G vs 1.240 G (int8)"),
+)}
+# boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores
+TFLITE_TARGET_ALIASES = {"rk3288": "armv7", **{chip: "aarch64" for chip in (
+    "rk3588", "rk3576", "rk3566", "rk3568", "rk3562", "rk3399", "rk3328")}}
+
+
+def tflite_target(name: str) -> CpuTarget:
+    key = TFLITE_TARGET_ALIASES.get(name.lower(), name.lower())
+    if key not in TFLITE_TARGETS:
+        raise ExportError(f"unknown TFLite --target {name!r}; choose {' or '.join(TFLITE_TARGETS)} (or a chip: "
+                          f"{', '.join(TFLITE_TARGET_ALIASES)})")
+    return TFLITE_TARGETS[key]
+

@@ -56,17 +56,29 @@ class ExportJob:
     data: Path | None = None  # int8 calibration images
     min_cosine: float | None = None  # overrides the format's cosine gate
     verbose: bool = False
-    target: str | None = None  # RKNN: the Rockchip chip (default rk3588)
+    target: str | None = None  # RKNN: the Rockchip chip (default rk3588); TFLite: the CPU class (armv7 | aarch64)
     analyze: bool = False  # RKNN: per-layer accuracy_analysis saved beside the artifact
     channel_order: str | None = None  # what the checkpoint was trained on; None = the model's (BGR: official)
 
     @property
+    def cpu_target(self):
+        """TFLite: the CPU class whose measured GCC choice applies (aarch64's when no --target is given)."""
+        from .formats import TFLITE_TARGETS, tflite_target
+
+        if self.fmt != "tflite":
+            return None
+        return tflite_target(self.target) if self.target else TFLITE_TARGETS["aarch64"]
+
+    @property
     def gcc_formulation(self) -> str:
-        return self.gcc or FORMATS[self.fmt].gcc_default
+        target = self.cpu_target
+        return self.gcc or (target.gcc if target else FORMATS[self.fmt].gcc_default)
 
     @property
     def gcc_max_taps(self) -> int | None:
-        taps = FORMATS[self.fmt].gcc_taps_default if self.gcc_taps is None else self.gcc_taps
+        target = self.cpu_target
+        default = target.gcc_taps if target else FORMATS[self.fmt].gcc_taps_default
+        taps = default if self.gcc_taps is None else self.gcc_taps
         return taps or None
 
     @property
@@ -125,8 +137,10 @@ def validate(job: ExportJob) -> None:
         job.target = check_target(job.target or DEFAULT_TARGET)
         if job.opset > 19:
             raise ExportError(f"rknn-toolkit2 reads ONNX opset 19 at most (got --opset {job.opset})")
+    elif job.fmt == "tflite" and job.target is not None:
+        job.target = job.cpu_target.name  # refuses an unknown one; a chip name becomes its CPU class
     elif job.target is not None:
-        raise ExportError(f"--target applies to --format rknn, not {job.fmt}")
+        raise ExportError(f"--target applies to --format rknn or tflite, not {job.fmt}")
     if job.analyze and job.fmt != "rknn":
         raise ExportError("--analyze applies to --format rknn")
     if job.data is not None:
@@ -314,7 +328,9 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             ops=built.ops or ops, parity=parity, weights=weights,
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *built.versions),
             extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
-                   "gcc_max_taps": job.gcc_max_taps, "layer_norm": layer_norm, "export_seconds": round(time.perf_counter() - started, 2),
+                   "gcc_max_taps": job.gcc_max_taps, "layer_norm": layer_norm,
+                   **({"cpu_target": {"name": job.cpu_target.name, "runtime": job.cpu_target.runtime,
+                                      "gcc_measured": job.cpu_target.measured}} if job.cpu_target else {}), "export_seconds": round(time.perf_counter() - started, 2),
                    **({"output": outputs[0]} if spec.task == "classification" else {}),  # what v1 readers read
                    **built.section})
         manifest_file = staging / manifest_name(artifact)

@@ -54,7 +54,7 @@ FORMATS: Dict[str, FormatInfo] = {info.name: info for info in (
                (Runtime("ai-edge-litert", "ai-edge-litert", "ai_edge_litert"),
                 Runtime("tflite-runtime", "tflite-runtime", "tflite_runtime"),
                 Runtime("tensorflow", "tensorflow", "tensorflow")),
-               precisions=("fp32", "fp16", "int8"), input_layout="NHWC", options=("data", "opset"),
+               precisions=("fp32", "fp16", "int8"), input_layout="NHWC", options=("data", "target", "opset"),
                static_batch=True),
     FormatInfo("rknn", ".rknn", "edgeformer_deploy.runtime.rknn_backend:RknnBackend",
                (Runtime("rknn-toolkit-lite2", "rknn-toolkit-lite2", "rknnlite"),),
