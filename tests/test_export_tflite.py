@@ -155,3 +155,15 @@ def test_broken_converter_environment_says_how_to_fix(tmp_path):
 def test_env_list():
     result = run_cli("edgeformer-export", "env", "list")
     assert result.returncode == 0 and "tflite" in result.stdout and "ready" in result.stdout
+
+
+def test_cpu_target_picks_the_measured_gcc_formulation(tmp_path, official_dir):
+    """--target rk3288 = armv7, where the circulant MatMul measured cheaper than the depthwise chunks
+    (tflite-runtime 2.14 without XNNPACK); the manifest says what was chosen and on what measurement."""
+    result = run_cli("edgeformer-export", "--format", "tflite", "--target", "rk3288", "--imgsz", "64", "--weights",
+                     official_dir / "edgeformer_s.pt", "--output", tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    manifest = _manifest(tmp_path / "edgeformer_s_64_armv7.tflite")
+    assert manifest["gcc"] == "matmul" and manifest["gcc_max_taps"] is None
+    assert manifest["cpu_target"]["name"] == "armv7" and "matmul" in manifest["cpu_target"]["gcc_measured"]
+    assert manifest["parity"]["max_abs"] <= 1e-4 and "TRANSPOSE" in manifest["ops"]

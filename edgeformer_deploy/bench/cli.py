@@ -272,7 +272,8 @@ def report_command(results, out_dir: Path) -> None:
 @click.option("--half", is_flag=True, help="fp16 weights (tflite).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Calibration images for --int8 (default: the shipped sample photos).")
-@click.option("--target", default=None, help="Target platform for formats that take one (rknn: e.g. rk3588).")
+@click.option("--target", default=None, help="Target platform for formats that take one (rknn: e.g. rk3588; tflite: "
+              "armv7 | aarch64, default with --emulate: the emulated one).")
 @click.option("--weights-edgeformer", type=click.Path(path_type=Path), default=None,
               help="Official EdgeFormer-S checkpoint of the task (without it: random weights).")
 @click.option("--weights-mobilevit", type=click.Path(path_type=Path), default=None,
@@ -302,6 +303,8 @@ def compare_command(fmt, task, imgsz, int8, half, data, target, weights_edgeform
         from .emulate import check_format
 
         check_format(emulate, fmt)  # before exporting anything
+    if emulate and fmt.startswith("tflite") and target is None:
+        target = emulate  # export for the emulated CPU class: its measured GCC formulation
     artifacts, info = prepare_artifacts(fmt=fmt, imgsz=imgsz, int8=int8, half=half, data=data, target=target,
                                         weights={"edgeformer": weights_edgeformer,
                                                  "mobilevit": weights_mobilevit},

@@ -107,22 +107,30 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
 
 @dataclass(frozen=True)
 class CpuTarget:
-    """A TFLite artifact's ARM CPU class (``--format tflite --target``): the GCC formulation measured cheapest
-    there in emulated instructions per inference (BENCHMARKS.md: ARM kernels, ``--emulate --profile``)."""
+    """A TFLite artifact's ARM CPU class (``--format tflite --target``): per precision, the GCC formulation
+    measured cheapest there in emulated instructions per inference (EdgeFormer-S 256, official weights, one
+    thread; BENCHMARKS.md: ARM kernels, ``edgeformer-bench --emulate --profile``)."""
     name: str
     runtime: str
-    gcc: str
-    gcc_taps: Optional[int]
-    measured: str  # the measurement behind the choice, recorded in the manifest
+    gcc: dict  # precision -> (formulation, max taps)
+    measured: dict  # precision -> the measurement behind the choice, recorded in the manifest
+
+    def choice(self, precision: str) -> tuple:
+        return self.gcc.get(precision, self.gcc["fp32"])
 
 
 TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
-    CpuTarget("aarch64", "ai-edge-litert 2.3 (XNNPACK)", "conv", 16,
-              "EdgeFormer-S 256, Cortex-A76: conv/16 taps 743.2 M vs matmul {a64_mm32} instructions (fp32), "
-              "253.8 M vs {a64_mm8} (int8)"),
-    CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)", "matmul", None,
-              "EdgeFormer-S 256, Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (fp32), "
-              "1.205 G vs 1.240 G (int8)"),
+    # int8: the circulant MatMul's int8 BATCH_MATMUL runs in TFLite's reference kernel (not XNNPACK)
+    CpuTarget("aarch64", "ai-edge-litert 2.3 (XNNPACK)",
+              gcc={"fp32": ("matmul", None), "fp16": ("conv", 16), "int8": ("conv", 16)},
+              measured={"fp32": "Cortex-A76: matmul 720.0 M vs conv/16 taps 743.2 M instructions (floor 699.0 M)",
+                        "fp16": "not measured in fp16 arithmetic: the fp32 build's earlier default (conv/16 taps)",
+                        "int8": "Cortex-A76: conv/16 taps 253.8 M vs matmul 369.2 M instructions (floor 216.2 M)"}),
+    CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)",
+              gcc={"fp32": ("matmul", None), "fp16": ("matmul", None), "int8": ("matmul", None)},
+              measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G)",
+                        "fp16": "fp32 arithmetic on armv7 (no FP16 unit): the fp32 choice",
+                        "int8": "Cortex-A15: matmul 1.205 G vs conv/16 taps 1.240 G instructions (floor 1.138 G)"}),
 )}
 # boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores
 TFLITE_TARGET_ALIASES = {"rk3288": "armv7", **{chip: "aarch64" for chip in (

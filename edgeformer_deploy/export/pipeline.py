@@ -62,24 +62,32 @@ class ExportJob:
 
     @property
     def cpu_target(self):
-        """TFLite: the CPU class whose measured GCC choice applies (aarch64's when no --target is given)."""
-        from .formats import TFLITE_TARGETS, tflite_target
+        """TFLite: the CPU class whose measured GCC choice applies (``--target``), else None."""
+        from .formats import tflite_target
 
-        if self.fmt != "tflite":
-            return None
-        return tflite_target(self.target) if self.target else TFLITE_TARGETS["aarch64"]
+        if self.fmt != "tflite" or not self.target:
+            return None  # no --target: the format's portable default (conv, 16 taps), verified for every task
+        return tflite_target(self.target)
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else "fp16" if self.half else "fp32"
 
     @property
     def gcc_formulation(self) -> str:
         target = self.cpu_target
-        return self.gcc or (target.gcc if target else FORMATS[self.fmt].gcc_default)
+        return self.gcc or (target.choice(self.precision)[0] if target else FORMATS[self.fmt].gcc_default)
 
     @property
     def gcc_max_taps(self) -> int | None:
         target = self.cpu_target
-        default = target.gcc_taps if target else FORMATS[self.fmt].gcc_taps_default
-        taps = default if self.gcc_taps is None else self.gcc_taps
-        return taps or None
+        if self.gcc_formulation == "matmul":
+            return None  # a matrix product has no taps
+        if self.gcc_taps is not None:
+            return self.gcc_taps or None
+        if target and (self.gcc is None or self.gcc == target.choice(self.precision)[0]):
+            return target.choice(self.precision)[1]
+        return FORMATS[self.fmt].gcc_taps_default
 
     @property
     def spec(self):
@@ -330,7 +338,8 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
                    "gcc_max_taps": job.gcc_max_taps, "layer_norm": layer_norm,
                    **({"cpu_target": {"name": job.cpu_target.name, "runtime": job.cpu_target.runtime,
-                                      "gcc_measured": job.cpu_target.measured}} if job.cpu_target else {}), "export_seconds": round(time.perf_counter() - started, 2),
+                                      "gcc_measured": job.cpu_target.measured[job.precision]}}
+                      if job.cpu_target else {}), "export_seconds": round(time.perf_counter() - started, 2),
                    **({"output": outputs[0]} if spec.task == "classification" else {}),  # what v1 readers read
                    **built.section})
         manifest_file = staging / manifest_name(artifact)

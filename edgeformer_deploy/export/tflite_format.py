@@ -78,7 +78,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     if bad:
         raise ExportError(f"TFLite graph is not clean: {'; '.join(bad)}")
     outputs = match_outputs(report["outputs"], onnx_outputs(onnx_path))
-    section = {"tflite": {"precision": kind, "converter": _converter_versions(),
+    section = {"tflite": {"precision": kind, "target": job.target, "converter": _converter_versions(),
                           "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}",
                           "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
                           **({"calibration": {"images": len(images), "source": str(job.data) if job.data
