@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgeformer_deploy.export.lowering import (GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock, MatMulLayerNorm,
-                                               circulant, lower_model)
+                                               TanhSiLU, circulant, lower_model)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
 from helpers import randomize_norms
@@ -43,6 +43,19 @@ def test_matmul_layer_norm_reproduces_official_logits(official_io, imgsz):
     with torch.no_grad():
         logits = lowered(io[f"input_{imgsz}"])
     assert (logits - io[f"logits_{imgsz}"]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["edgeformer_s", "mobilevit_s"])
+def test_tanh_silu_reproduces_official_logits(official_io, name):
+    """armv7's SiLU form, x/2 + x/2 * tanh(x/2), is SiLU: the lowered model still computes the official logits."""
+    model, io = official_io[name]
+    lowered = lower_model(model, 256, "matmul", layer_norm="native", silu="tanh")
+    assert not [m for m in lowered.modules() if isinstance(m, nn.SiLU)] and any(
+        isinstance(m, TanhSiLU) for m in lowered.modules())
+    with torch.no_grad():
+        assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
+        x = torch.linspace(-40, 40, 20001)
+        assert (TanhSiLU()(x) - nn.functional.silu(x)).abs().max().item() <= 1e-7 * 40 * 2
 
 
 def test_matmul_layer_norm_is_layer_norm():

@@ -14,6 +14,7 @@
   the variance as ``(c * c) @ 1/C`` — with its affine folded into the next Linear: int8 runtimes run
   those in their GEMM kernels, while the native form (MEAN over channels, broadcast SUB, SQUARED_DIFFERENCE)
   falls to slow int8 reference kernels (BENCHMARKS.md: ``--profile``);
+* optionally (armv7 TFLite, whose LOGISTIC kernel is slow) SiLU becomes ``x/2 + x/2 * tanh(x/2)``;
 * optionally the input channel order is reversed inside the stem convolution (its weights' input
   channels permuted — exact, the conv's zero padding is the same in every channel), so an artifact of a
   BGR-trained checkpoint takes RGB like every camera, decoder and NPU frame does.
@@ -330,23 +331,35 @@ def fold_channel_swap(model: nn.Module) -> None:
 
 
 LAYER_NORMS = ("native", "matmul")
+SILU_FORMS = ("native", "tanh")
+
+
+class TanhSiLU(nn.Module):
+    """``x * sigmoid(x)`` as ``h + h * tanh(h)`` with ``h = x / 2`` (the same function): tflite-runtime 2.14
+    on armv7 runs TANH in Eigen's vectorised kernel and LOGISTIC in a slower one of its own (BENCHMARKS.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = 0.5 * x
+        return half + half * torch.tanh(half)
 
 
 @torch.no_grad()
 def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None,
-                swap_input_channels: bool = False, layer_norm: str = "native") -> nn.Module:
+                swap_input_channels: bool = False, layer_norm: str = "native", silu: str = "native") -> nn.Module:
     """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
 
     ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
     convolutions) or ``matmul`` (circulant matrix products); both compute the same thing. ``max_taps`` cuts
     the depthwise kernels into chunks of at most that many taps (``conv`` only). ``swap_input_channels``
     folds an RGB <-> BGR swap into the stem convolution. ``layer_norm="matmul"`` writes every LayerNorm as
-    matrix products (``MatMulLayerNorm``; for full-integer runtimes).
+    matrix products (``MatMulLayerNorm``; for full-integer runtimes); ``silu="tanh"`` writes SiLU with tanh.
     """
     if gcc not in GCC_FORMULATIONS:
         raise ExportError(f"unknown GCC formulation {gcc!r}; choose one of: {', '.join(GCC_FORMULATIONS)}")
     if layer_norm not in LAYER_NORMS:
         raise ExportError(f"unknown LayerNorm form {layer_norm!r}; choose one of: {', '.join(LAYER_NORMS)}")
+    if silu not in SILU_FORMS:
+        raise ExportError(f"unknown SiLU form {silu!r}; choose one of: {', '.join(SILU_FORMS)}")
     model = copy.deepcopy(model).eval()
     if swap_input_channels:
         fold_channel_swap(model)
@@ -361,6 +374,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
         for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
             _lower_layer_norms(sequence)
         _replace(model, lambda m: MatMulLayerNorm(m) if isinstance(m, nn.LayerNorm) else None)  # any left
+    if silu == "tanh":
+        _replace(model, lambda m: TanhSiLU() if isinstance(m, nn.SiLU) else None)
     return model
 
 
