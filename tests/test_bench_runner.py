@@ -196,7 +196,9 @@ INTERRUPTER = textwrap.dedent("""
         if fd == marker.BEGIN_FD:
             count[0] += 1
             if count[0] == 6:
-                os.kill(os.getpid(), signal.SIGINT)
+                # to this thread, at once: os.kill(getpid()) may land in a runtime thread and reach the
+                # interpreter only after a later inference (seen under load)
+                signal.raise_signal(signal.SIGINT)
 
     marker._close = close
     os.environ[marker.ENV] = "1"
