@@ -196,12 +196,12 @@ INTERRUPTER = textwrap.dedent("""
         if fd == marker.BEGIN_FD:
             count[0] += 1
             if count[0] == 6:
-                # to this thread, at once: os.kill(getpid()) may land in a runtime thread and reach the
-                # interpreter only after a later inference (seen under load)
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)  # to this thread, before the inference starts
 
     marker._close = close
     os.environ[marker.ENV] = "1"
+    # as in a terminal: a process started in the background (a CI step, `cmd &`) inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from edgeformer_deploy.bench.cli import main
     main(sys.argv[1:], prog_name="edgeformer-bench")
 """)
