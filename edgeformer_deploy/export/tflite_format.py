@@ -38,12 +38,8 @@ INT8_RECIPE = {"activations": "int8 per tensor", "conv_weights": "int8 per chann
 FP16_ARITHMETIC = "allowed: XNNPACK computes in fp16 on ARMv8.2 FP16 cores (Cortex-A55/A76), fp32 elsewhere"
 
 
-def precision(job) -> str:
-    return "int8" if job.int8 else "fp16" if job.half else "fp32"
-
-
 def artifact_name(job) -> str:
-    kind = precision(job)
+    kind = job.precision
     return f"{job.stem}{'' if kind == 'fp32' else '_' + kind}.tflite"
 
 
@@ -59,7 +55,7 @@ def _converter_versions() -> dict[str, str]:
 
 def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     env = require_env("tflite", log)
-    kind = precision(job)
+    kind = job.precision
     images = calibration_images(job.data)
     if kind == "int8" and job.data is None:
         log(f"warning: no --data given — calibrating int8 on the {len(images)} shipped sample photos "
@@ -69,7 +65,8 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     np.save(calib, calibration_tensor(images, job.imgsz, job.spec.resize))
     log(f"converting to TFLite {kind} with onnx2tf")
     run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
-               + (["--int8", "--dense-per-tensor"] if kind == "int8" else []), work, job, "convert")
+               + {"int8": ["--int8", "--dense-per-tensor"], "fp16": ["--fp16-inference"]}.get(kind, []),
+               work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
     artifact = staging / artifact_name(job)
     shutil.move(produced[kind], artifact)

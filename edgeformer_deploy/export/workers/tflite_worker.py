@@ -49,7 +49,9 @@ def convert(args):
                           input_quant_dtype="int8", output_quant_dtype="int8")
         onnx2tf.convert(input_onnx_file_path=model, output_folder_path=os.path.join(work, "out"),
                         verbosity="warn", **kwargs)
-        allow_fp16_inference(os.path.join(work, "out", "model_float16.tflite"))
+        fp16_model = os.path.join(work, "out", "model_float16.tflite")
+        if args.fp16_inference and os.path.exists(fp16_model):
+            allow_fp16_inference(fp16_model)
         produced = {"fp32": "model_float32.tflite", "fp16": "model_float16.tflite"}
         if args.int8:
             produced["int8"] = "model_full_integer_quant.tflite"
@@ -75,8 +77,6 @@ REDUCED_PRECISION_KEY, FP16_INFERENCE = "reduced_precision_support", b"fp16accfp
 
 
 def allow_fp16_inference(path):
-    if not os.path.exists(path):
-        return
     from tensorflow.lite.python import schema_py_generated as fb
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -176,6 +176,7 @@ def main():
     c.add_argument("--input-name", default="images")
     c.add_argument("--int8", action="store_true")
     c.add_argument("--dense-per-tensor", action="store_true")
+    c.add_argument("--fp16-inference", action="store_true")  # mark the fp16 model for fp16 arithmetic
     r = sub.add_parser("run")
     r.add_argument("--model", required=True)
     r.add_argument("--inputs", required=True)
