@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import matplotlib  # ImportError here -> the CLI's install hint, before any work
 
+from ..errors import EdgeformerError
 from .display import count, ms
 from .runner import model_family, ratio_summary, round_ratios
 from .schema import ResultError, instructions_per_inference, read_result, write_atomic
@@ -58,6 +60,26 @@ def _reference(document: dict) -> Optional[dict]:
         return mobilevit[0]
     baseline = document.get("baseline")
     return next((a for a in ok if a.get("index") == baseline), ok[0] if ok else None)
+
+
+def split_results(paths: Sequence[Path]) -> tuple:
+    """(benchmark result files, ``edgeformer-val`` accuracy documents) among ``paths``."""
+    from ..val.report import is_val_document, read_val_result
+
+    bench, accuracy = [], []
+    for path in paths:
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            document = None  # read_result says what is wrong with it
+        if is_val_document(document):
+            try:
+                accuracy.append(read_val_result(path))
+            except EdgeformerError as exc:
+                raise ResultError(str(exc)) from None
+        else:
+            bench.append(path)
+    return bench, accuracy
 
 
 def load_rows(paths: Sequence[Path]) -> List[Row]:
@@ -232,8 +254,20 @@ def _horizontal_boxes(ax, data) -> None:
         ax.boxplot(data, vert=False, whis=(5, 95))
 
 
+def accuracy_sections(documents: Sequence[dict]) -> str:
+    """The ``edgeformer-val`` results as Markdown sections under the latency report."""
+    from ..val.report import markdown_section
+
+    if not documents:
+        return ""
+    return "\n## Accuracy (edgeformer-val)\n\n" + "\n".join(markdown_section(d) for d in documents)
+
+
 def write_report(paths: Sequence[Path], out_dir: Path) -> tuple:
     """Read, merge, write ``out_dir/report.md`` and ``out_dir/report.png`` (each atomically)."""
+    paths, accuracy = split_results(paths)
+    if not paths and accuracy:
+        raise ResultError("only edgeformer-val results given; the report merges them into benchmark results")
     rows = load_rows(paths)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -241,7 +275,7 @@ def write_report(paths: Sequence[Path], out_dir: Path) -> tuple:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         png = write_atomic(out_dir / "report.png", plot(rows))
-        md = write_atomic(out_dir / "report.md", markdown(rows, png.name))
+        md = write_atomic(out_dir / "report.md", markdown(rows, png.name) + accuracy_sections(accuracy))
     except OSError as exc:
         raise ResultError(f"cannot write the report into {out_dir}: {exc.strerror or exc}") from None
     return md, png

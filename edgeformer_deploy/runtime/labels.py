@@ -9,7 +9,12 @@ from typing import Optional
 LABELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "labels"
 LABELS_FILE = LABELS_DIR / "imagenet1k.txt"
 # name -> (file, number of classes)
-LABEL_SETS = {"imagenet1k": ("imagenet1k.txt", 1000), "coco80": ("coco80.txt", 80), "voc21": ("voc21.txt", 21)}
+LABEL_SETS = {"imagenet1k": ("imagenet1k.txt", 1000), "coco80": ("coco80.txt", 80), "voc21": ("voc21.txt", 21),
+              "imagenet1k_wnids": ("imagenet1k_wnids.txt", 1000)}
+# COCO category id of each of the 80 contiguous classes (the sorted ids of instances_*.json, as the official
+# evaluation maps them: ``getCatIds()`` order)
+COCO_CATEGORY_IDS = (tuple(range(1, 12)) + tuple(range(13, 26)) + (27, 28) + tuple(range(31, 45))
+                     + tuple(range(46, 66)) + (67, 70) + tuple(range(72, 83)) + tuple(range(84, 91)))
 
 
 @lru_cache(maxsize=None)
@@ -23,6 +28,11 @@ def label_set(name: str) -> tuple[str, ...]:
 
 def imagenet_labels() -> tuple[str, ...]:
     return label_set("imagenet1k")
+
+
+def imagenet_wnids() -> tuple[str, ...]:
+    """WordNet id of each ImageNet-1k class (the class folder names of the standard ImageNet layout)."""
+    return label_set("imagenet1k_wnids")
 
 
 def labels_for(num_classes: int, name: Optional[str] = None) -> tuple[str, ...]:
