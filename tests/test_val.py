@@ -234,6 +234,47 @@ def test_detection_coco_map_exact(artifacts, official_dir, tmp_path):
     assert {r["category_id"] for r in doc["per_class"] if r["ap"] is not None} == limited
 
 
+def test_keeping_each_categorys_100_best_boxes_changes_no_coco_number():
+    """coco_results keeps 100 boxes per (image, category); pycocotools on every box must give the same 12
+    numbers (random boxes around random ground truth, 150 per category and image, tied scores included)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from edgeformer_deploy.runtime.detect import Detection
+    from edgeformer_deploy.val.metrics import coco_evaluate, coco_results
+
+    rng = np.random.default_rng(0)
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 640, "height": 480} for i in (1, 2, 3)]
+    categories = [{"id": COCO_CATEGORY_IDS[c], "name": label_set("coco80")[c]} for c in (0, 16)]
+    annotations, everything, truncated = [], [], []
+    for im in images:
+        found = []
+        for c in (0, 16):
+            for _ in range(3):
+                x, y = rng.uniform(0, 400), rng.uniform(0, 300)
+                annotations.append({"id": len(annotations) + 1, "image_id": im["id"], "iscrowd": 0, "area": 80.0 * 60,
+                                    "category_id": COCO_CATEGORY_IDS[c], "bbox": [x, y, 80.0, 60.0]})
+                for _ in range(50):
+                    dx, dy = rng.normal(0, 15, 2)
+                    found.append(Detection([x + dx, y + dy, x + dx + 80, y + dy + 60],
+                                           float(np.round(rng.uniform(0.05, 1), 2)), c, ""))
+        everything += [{"image_id": im["id"], "category_id": COCO_CATEGORY_IDS[d.class_id], "score": d.score,
+                        "bbox": [d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]]} for d in found]
+        truncated += coco_results(found, im["id"])
+    assert len(everything) == 900 and len(truncated) == 600
+    ground_truth = {"images": images, "annotations": annotations, "categories": categories}
+    stats, _ = coco_evaluate(ground_truth, truncated, [1, 2, 3])
+    gt = COCO()
+    gt.dataset = ground_truth
+    gt.createIndex()
+    evaluator = COCOeval(gt, gt.loadRes(everything), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert list(stats.values()) == [float(v) if v >= 0 else None for v in evaluator.stats]
+    assert 0.1 < stats["map"] < 0.9
+
+
 # -- segmentation ---------------------------------------------------------------------------------
 def voc_set(root: Path, masks: dict) -> Path:
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

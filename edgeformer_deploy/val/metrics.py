@@ -89,14 +89,27 @@ def require_pycocotools() -> None:
         raise DataError("detection evaluation needs pycocotools — pip install 'edgeformer-deploy[coco]'") from None
 
 
+MAX_DETS = 100  # COCOeval's largest maxDets
+
+
 def coco_results(detections, image_id: int) -> List[dict]:
     """Runtime :class:`~edgeformer_deploy.runtime.detect.Detection` list -> COCO result entries
-    (``[x, y, w, h]`` from the clipped corner boxes, as ml-cvnets' ``coco_map.py`` writes them)."""
+    (``[x, y, w, h]`` from the clipped corner boxes, as ml-cvnets' ``coco_map.py`` writes them).
+
+    Only the MAX_DETS best of each category are kept: COCOeval sorts each (image, category)'s boxes by score
+    (stable) and drops all but its first ``maxDets`` before anything else, so the rest never count — and an
+    untrained or low-threshold model (up to 200 per class) would otherwise hold millions of boxes in memory."""
     from ..runtime.labels import COCO_CATEGORY_IDS
 
-    return [{"image_id": image_id, "category_id": COCO_CATEGORY_IDS[d.class_id],
-             "bbox": [d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]], "score": d.score}
-            for d in detections]
+    kept, per_class = [], {}
+    for d in detections:
+        per_class.setdefault(d.class_id, []).append(d)
+    for class_id, found in per_class.items():
+        found = sorted(found, key=lambda d: -d.score)[:MAX_DETS]  # stable, like COCOeval's mergesort
+        kept.extend({"image_id": image_id, "category_id": COCO_CATEGORY_IDS[class_id],
+                     "bbox": [d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]], "score": d.score}
+                    for d in found)
+    return kept
 
 
 def coco_evaluate(ground_truth: dict, results: List[dict], image_ids: Sequence[int]) -> tuple:
