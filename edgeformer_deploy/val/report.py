@@ -10,6 +10,7 @@ from .datasets import DataError
 
 SCHEMA_NAME = "edgeformer-val"
 SCHEMA_MAJOR = 1
+TABLE_CLASSES = 20  # classification rows shown in the terminal
 HEADLINE = {"classification": ("top1", "top5"), "detection": ("map", "ap50", "ap75"),
             "segmentation": ("miou", "pixel_accuracy", "mean_class_accuracy")}
 TITLES = {"top1": "top-1", "top5": "top-5", "map": "mAP@[.5:.95]", "ap50": "AP50", "ap75": "AP75",
@@ -104,8 +105,12 @@ def print_result(document: dict, console) -> None:
 
     a = document["artifact"]
     per = document["per_class"]
+    title = "per class"
+    if document["task"] == "classification" and len(per) > TABLE_CLASSES:  # ImageNet: 1000 rows
+        per = sorted(per, key=lambda r: (r["top1"], r["top5"], r["class_id"]))[:TABLE_CLASSES]
+        title = f"the {TABLE_CLASSES} weakest of {len(document['per_class'])} classes (all in --json)"
     if per:
-        table = Table(title="per class", title_justify="left")
+        table = Table(title=title, title_justify="left")
         task = document["task"]
         columns = {"classification": ("class", "label", "images", "top-1 %", "top-5 %"),
                    "detection": ("category", "label", "AP %"),
