@@ -64,7 +64,8 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     calib = work / "calibration.npy"
     np.save(calib, calibration_tensor(images, job.imgsz, job.spec.resize))
     log(f"converting to TFLite {kind} with onnx2tf")
-    run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib)]
+    run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib),
+                             "--keep", kind]
                + {"int8": ["--int8", "--dense-per-tensor"], "fp16": ["--fp16-inference"]}.get(kind, []),
                work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
