@@ -1,9 +1,11 @@
 """Shared test helpers (not fixtures): running console scripts, making random models non-trivial."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -61,3 +63,30 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 def official_io(folder: Path, name: str) -> dict:
     """``<name>_io.pt`` of an official-code fixture folder (inputs and the official outputs)."""
     return torch.load(Path(folder) / f"{name}_io.pt", weights_only=True)
+
+
+TORCH_BLOCKER = textwrap.dedent("""
+    import atexit, importlib.abc, runpy, sys
+
+    FORBIDDEN = ("torch", "edgeformer_deploy.models", "edgeformer_deploy.export")
+
+    class Blocker(importlib.abc.MetaPathFinder):  # as if torch were not installed
+        def find_spec(self, name, path=None, target=None):
+            if name.startswith(FORBIDDEN):
+                raise ImportError(f"{name} is blocked in this test")
+
+    sys.meta_path.insert(0, Blocker())
+    atexit.register(lambda: sys.stderr.write(
+        "loaded: %s\\n" % sorted(m for m in sys.modules if m.startswith(FORBIDDEN))))
+    prog, module = sys.argv[1:3]
+    sys.argv = [prog] + sys.argv[3:]
+    runpy.run_module(module, run_name="__main__")
+""")
+
+
+def run_without_torch(prog: str, module: str, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a board-side CLI (``python -m module``) where torch and the export toolchain cannot be imported;
+    its stderr ends with ``loaded: [...]``, the forbidden modules that were imported anyway."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", TORCH_BLOCKER, prog, module, *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd)

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ from edgeformer_deploy.runtime import Predictor
 from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.backends import install_hint
 from edgeformer_deploy.runtime.preprocess import sample_images
-from helpers import run_cli
+from helpers import run_cli, run_without_torch
 from runtime_artifacts import REPO_ROOT, export_onnx, write_tiny_tflite
 
 
@@ -99,30 +95,11 @@ def test_install_hints_per_board():
     assert install_hint("onnx", "aarch64") == "pip install onnxruntime"
 
 
-TORCH_BLOCKER = textwrap.dedent("""
-    import atexit, importlib.abc, os, runpy, sys
-
-    FORBIDDEN = ("torch", "edgeformer_deploy.models", "edgeformer_deploy.export")
-
-    class Blocker(importlib.abc.MetaPathFinder):  # as if torch were not installed
-        def find_spec(self, name, path=None, target=None):
-            if name.startswith(FORBIDDEN):
-                raise ImportError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, Blocker())
-    atexit.register(lambda: sys.stderr.write(
-        "loaded: %s\\n" % sorted(m for m in sys.modules if m.startswith(FORBIDDEN))))
-    sys.argv = ["edgeformer-predict"] + sys.argv[1:]
-    runpy.run_module("edgeformer_deploy.runtime.cli", run_name="__main__")
-""")
-
-
 @pytest.mark.parametrize("model", ["onnx", "tflite"])
 def test_runtime_runs_without_torch(onnx_model, int8_model, model):
     artifact = onnx_model if model == "onnx" else int8_model
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", TORCH_BLOCKER, str(sample_images()[0]), "--model",
-                             str(artifact), "--json"], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    result = run_without_torch("edgeformer-predict", "edgeformer_deploy.runtime.cli", sample_images()[0], "--model",
+                               artifact, "--json", cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "loaded: []"
     assert json.loads(result.stdout)["top"]

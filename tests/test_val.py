@@ -6,7 +6,6 @@ by hand."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from PIL import Image
 from edgeformer_deploy.runtime.labels import COCO_CATEGORY_IDS, imagenet_wnids, label_set
 from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
 
-from helpers import run_cli
+from helpers import run_cli, run_without_torch
 from runtime_artifacts import REPO_ROOT, write_tiny_tflite
 
 PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
@@ -70,6 +69,12 @@ def class_folder_set(root: Path, labels: list, wnid: bool) -> Path:
     return root
 
 
+def official_top1_set(root: Path, official_dir: Path) -> Path:
+    """The photos in class folders named by the official EdgeFormer-S top-1 (class index)."""
+    io = photos_io(official_dir, "cls")
+    return class_folder_set(root, [int(io["outputs"]["edgeformer_s"][p]["top5"][0]) for p in PHOTOS], wnid=False)
+
+
 def test_classification_top1_top5_exact(artifacts, official_dir, tmp_path):
     (paths, weights), io = artifacts, photos_io(official_dir, "cls")
     top5 = {p: [int(c) for c in io["outputs"]["edgeformer_s"][p]["top5"]] for p in PHOTOS}
@@ -113,11 +118,10 @@ def test_int8_tflite_and_no_torch_on_the_board(artifacts, tmp_path):
     with Predictor(tiny) as predictor:
         tops = [predictor.predict(SAMPLES_DIR / p, topk=1)[0].class_id for p in PHOTOS]
     data = class_folder_set(tmp_path / "tiny-set", tops, wnid=False)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for artifact in (tiny, artifacts[0]["edgeformer_s"]):
         out = tmp_path / f"{artifact.stem}.json"
-        result = subprocess.run([sys.executable, "-c", TORCH_BLOCKER, str(artifact), "--data", str(data),
-                                 "--json", str(out)], capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+        result = run_without_torch("edgeformer-val", "edgeformer_deploy.val.cli", artifact, "--data", data,
+                                   "--json", out, cwd=REPO_ROOT)
         assert result.returncode == 0, result.stderr
         assert result.stderr.strip().endswith("loaded: []"), result.stderr
         doc = json.loads(out.read_text())
@@ -125,24 +129,6 @@ def test_int8_tflite_and_no_torch_on_the_board(artifacts, tmp_path):
         if artifact == tiny:
             assert doc["metrics"]["top1"] == 1.0 and doc["artifact"]["precision"] == "int8"
             assert doc["artifact"]["backend"].startswith("tflite") or "litert" in doc["artifact"]["backend"]
-
-
-TORCH_BLOCKER = textwrap.dedent("""
-    import atexit, importlib.abc, runpy, sys
-
-    FORBIDDEN = ("torch", "edgeformer_deploy.models", "edgeformer_deploy.export")
-
-    class Blocker(importlib.abc.MetaPathFinder):  # as if torch were not installed
-        def find_spec(self, name, path=None, target=None):
-            if name.startswith(FORBIDDEN):
-                raise ImportError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, Blocker())
-    atexit.register(lambda: sys.stderr.write(
-        "loaded: %s\\n" % sorted(m for m in sys.modules if m.startswith(FORBIDDEN))))
-    sys.argv = ["edgeformer-val"] + sys.argv[1:]
-    runpy.run_module("edgeformer_deploy.val.cli", run_name="__main__")
-""")
 
 
 # -- detection ------------------------------------------------------------------------------------
@@ -384,9 +370,7 @@ def test_bad_data_is_one_line_and_writes_nothing(artifacts, official_dir, tmp_pa
 
 def test_unreadable_image_is_skipped_and_the_rest_count(artifacts, official_dir, tmp_path):
     paths, _ = artifacts
-    io = photos_io(official_dir, "cls")
-    data = class_folder_set(tmp_path / "set", [int(io["outputs"]["edgeformer_s"][p]["top5"][0]) for p in PHOTOS],
-                            wnid=False)
+    data = official_top1_set(tmp_path / "set", official_dir)
     bad = data / "0862" / "corrupt.JPEG"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "cls.json"
@@ -420,9 +404,7 @@ INTERRUPTER = textwrap.dedent("""
 
 def test_ctrl_c_reports_what_was_evaluated(artifacts, official_dir, tmp_path):
     paths, _ = artifacts
-    io = photos_io(official_dir, "cls")
-    data = class_folder_set(tmp_path / "set", [int(io["outputs"]["edgeformer_s"][p]["top5"][0]) for p in PHOTOS],
-                            wnid=False)
+    data = official_top1_set(tmp_path / "set", official_dir)
     out = tmp_path / "partial.json"
     result = subprocess.run([sys.executable, "-c", INTERRUPTER, str(paths["edgeformer_s"]), "--data", str(data),
                              "--json", str(out)], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -435,9 +417,7 @@ def test_ctrl_c_reports_what_was_evaluated(artifacts, official_dir, tmp_path):
 
 def test_bench_report_merges_the_accuracy_section(artifacts, official_dir, tmp_path):
     paths, weights = artifacts
-    io = photos_io(official_dir, "cls")
-    data = class_folder_set(tmp_path / "set", [int(io["outputs"]["edgeformer_s"][p]["top5"][0]) for p in PHOTOS],
-                            wnid=False)
+    data = official_top1_set(tmp_path / "set", official_dir)
     accuracy = tmp_path / "val.json"
     assert val(paths["edgeformer_s"], "--data", data, "--json", accuracy).returncode == 0
     bench = tmp_path / "bench.json"
