@@ -120,3 +120,27 @@ def test_armhf_says_what_to_install_for_onnx(boards, artifacts, tmp_path):
     assert result.stderr.strip() == ("error: onnxruntime is not installed — PyPI has no onnxruntime wheel for "
                                      "32-bit ARM: export to TFLite (edgeformer-export --format tflite) and "
                                      "pip install tflite-runtime==2.14.0 --no-deps")
+
+
+def test_val_on_armhf_equals_x86(boards, artifacts, tmp_path):
+    """``edgeformer-val`` on the oldest board stack (Python 3.11, Debian numpy 1.24 / Pillow 9.4, tflite-runtime
+    2.14): the tiny int8 classifier on the photos labelled with its x86 top-1 scores 100 % there too, with the
+    x86 document's metrics."""
+    from edgeformer_deploy.runtime import Predictor
+
+    model = artifacts["tiny_int8.tflite"]
+    data = tmp_path / "set"
+    with Predictor(model) as predictor:
+        for photo in sample_images():
+            folder = data / f"{predictor.predict(photo, topk=1)[0].class_id:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / photo.name).write_bytes(photo.read_bytes())
+    x86 = run_cli("edgeformer-val", model, "--data", data, "--json", tmp_path / "x86.json")
+    assert x86.returncode == 0, x86.stderr
+    arm = on_board(boards["armhf"], "-m", "edgeformer_deploy.val.cli", model, "--data", data, "--json",
+                   tmp_path / "arm.json")
+    assert arm.returncode == 0, arm.stderr
+    want, got = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("x86", "arm"))
+    assert got["artifact"]["backend"] == "tflite-runtime" and got["data"]["evaluated"] == 4
+    assert got["metrics"] == want["metrics"] and got["per_class"] == want["per_class"]
+    assert got["metrics"]["top1"] == 1.0
