@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runtime.detect import DetectionParams, Detections, postprocess
+from ..runtime.detect import DetectionParams, Detections, box_iou, postprocess
 from ..runtime.preprocess import preprocess, sample_images
 from ..runtime.segment import official_mask
 
@@ -92,13 +92,6 @@ def compare_outputs(reference: Sequence[np.ndarray], candidate: Sequence[np.ndar
                   max_rel=max(v["max_rel"] for v in per.values()))
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-12)
-
-
 def _matched(a: Detections, b: Detections) -> int:
     """Detections of ``a`` with a twin in ``b``: same class, IoU >= DETECTION_IOU, score within DETECTION_SCORE."""
     hits = 0
@@ -106,7 +99,7 @@ def _matched(a: Detections, b: Detections) -> int:
         ia, ib = np.flatnonzero(a.labels == label), np.flatnonzero(b.labels == label)
         if not len(ib):
             continue
-        close = (_box_iou(a.boxes[ia], b.boxes[ib]) >= DETECTION_IOU) & (
+        close = (box_iou(a.boxes[ia], b.boxes[ib]) >= DETECTION_IOU) & (
             np.abs(a.scores[ia][:, None] - b.scores[ib][None, :]) <= DETECTION_SCORE)
         hits += int(close.any(axis=1).sum())
     return hits

@@ -192,6 +192,14 @@ def postprocess(confidences: np.ndarray, locations: np.ndarray, anchors: np.ndar
     return result
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU [len(a), len(b)] of corner-form boxes (x1, y1, x2, y2); an empty union gives 0."""
+    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-12)
+
+
 def scale_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     """Normalised boxes -> original-image pixels, clipped to the image (official ``predict_and_save``)."""
     scaled = np.asarray(boxes, dtype=np.float32) * np.array([width, height, width, height], dtype=np.float32)

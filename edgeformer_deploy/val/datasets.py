@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import EdgeformerError
+from ..runtime.cli import image_suffixes
 from ..runtime.labels import COCO_CATEGORY_IDS, imagenet_wnids, label_set
 
 WNID = re.compile(r"^n\d{8}$")
@@ -45,12 +46,6 @@ class Dataset:
     coco: Optional[dict] = None  # detection: the annotation document, completed for pycocotools
     annotations: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
-
-
-def image_suffixes() -> set:
-    from ..runtime.cli import image_suffixes as suffixes
-
-    return suffixes()
 
 
 def _visible(path: Path, root: Path) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .. import __version__
+from ..runtime.detect import box_iou
 from ..runtime.errors import PredictError
 from ..runtime.predictor import Predictor
 from ..runtime.preprocess import read_image
@@ -54,13 +55,6 @@ class TaskScore:
         self.results: List[dict] = []
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-12)
-
-
 def matched_boxes(reference: list, candidate: list) -> tuple:
     """(the reference's best MATCH_TOP boxes, how many have a candidate box of the same class at IoU >= MATCH_IOU)."""
     best = sorted(reference, key=lambda d: -d.score)[:MATCH_TOP]
@@ -69,7 +63,7 @@ def matched_boxes(reference: list, candidate: list) -> tuple:
         ref = np.array([d.box for d in best if d.class_id == label], dtype=np.float64).reshape(-1, 4)
         out = np.array([d.box for d in candidate if d.class_id == label], dtype=np.float64).reshape(-1, 4)
         if len(out):
-            hits += int((_box_iou(ref, out) >= MATCH_IOU).any(axis=1).sum())
+            hits += int((box_iou(ref, out) >= MATCH_IOU).any(axis=1).sum())
     return len(best), hits
 
 
