@@ -80,6 +80,25 @@ def tflite_artifacts(tmp_path_factory, official_dir):
     return artifacts
 
 
+@pytest.fixture(scope="session")
+def tflite_64(tmp_path_factory, official_dir) -> dict:
+    """EdgeFormer-S and MobileViT-S at 64x64 as TFLite fp32 and int8 (keys ``edgeformer_s``,
+    ``mobilevit_s_int8``, …): what the emulated ARM boards run (test_arm_boards, test_bench_emulate share them)."""
+    from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
+
+    from helpers import run_cli
+
+    out = tmp_path_factory.mktemp("tflite-64")
+    artifacts = {}
+    for name in ("edgeformer_s", "mobilevit_s"):
+        for suffix, flags in (("", []), ("_int8", ["--int8", "--data", SAMPLES_DIR])):
+            result = run_cli("edgeformer-export", "--model", name, "--weights", official_dir / f"{name}.pt",
+                             "--format", "tflite", "--imgsz", 64, "--output", out, *flags, timeout=1200, offline=True)
+            assert result.returncode == 0, result.stderr
+            artifacts[name + suffix] = out / f"{name}_64{suffix}.tflite"
+    return artifacts
+
+
 # (model, target, int8): both models at the default target in fp16, and int8 for one smaller NPU
 RKNN_CASES = [("edgeformer_s", "rk3588", False), ("mobilevit_s", "rk3588", False),
               ("edgeformer_s", "rk3566", True), ("mobilevit_s", "rk3566", True)]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgeformer_deploy.runtime.artifact import manifest_path
-from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR, sample_images
+from edgeformer_deploy.runtime.preprocess import sample_images
 from helpers import run_cli
 from runtime_artifacts import REPO_ROOT, export_onnx, write_tiny_tflite
 
@@ -51,20 +51,13 @@ def boards() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory, official_dir) -> dict[str, Path]:
+def artifacts(tmp_path_factory, official_dir, tflite_64) -> dict[str, Path]:
     exports = tmp_path_factory.getbasetemp() / "exports"
     tiny = tmp_path_factory.mktemp("tiny-arm")
-    found = {"edgeformer_s.onnx": export_onnx(exports, official_dir, "edgeformer_s"),
-             "mobilevit_s.onnx": export_onnx(exports, official_dir, "mobilevit_s"),
-             "tiny.tflite": write_tiny_tflite(tiny), "tiny_int8.tflite": write_tiny_tflite(tiny, int8=True)}
-    tflite = tmp_path_factory.mktemp("tflite-arm")
-    for name in ("edgeformer_s", "mobilevit_s"):
-        for suffix, flags in (("", []), ("_int8", ["--int8", "--data", SAMPLES_DIR])):
-            result = run_cli("edgeformer-export", "--model", name, "--weights", official_dir / f"{name}.pt",
-                             "--format", "tflite", "--imgsz", 64, "--output", tflite, *flags, timeout=1200)
-            assert result.returncode == 0, result.stderr
-            found[f"{name}{suffix}.tflite"] = tflite / f"{name}_64{suffix}.tflite"
-    return found
+    return {"edgeformer_s.onnx": export_onnx(exports, official_dir, "edgeformer_s"),
+            "mobilevit_s.onnx": export_onnx(exports, official_dir, "mobilevit_s"),
+            "tiny.tflite": write_tiny_tflite(tiny), "tiny_int8.tflite": write_tiny_tflite(tiny, int8=True),
+            **{f"{name}.tflite": path for name, path in tflite_64.items()}}
 
 
 def on_board(root: Path, *args, timeout=600) -> subprocess.CompletedProcess:

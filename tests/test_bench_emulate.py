@@ -109,13 +109,9 @@ def test_a_crashing_guest_is_one_clear_line(boards, plugin):
 
 # -- the CLI --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_artifacts(tmp_path_factory, official_dir) -> list[Path]:
+def small_artifacts(tmp_path_factory, tflite_64) -> list[Path]:
     """EdgeFormer-S at 64x64 (official-code weights) exported to TFLite, and the tiny TFLite model."""
-    out = tmp_path_factory.mktemp("emulate-artifacts")
-    result = run_cli("edgeformer-export", "--model", "edgeformer_s", "--weights", official_dir / "edgeformer_s.pt",
-                     "--format", "tflite", "--imgsz", ARM_IMGSZ, "--output", out, timeout=1200, offline=True)
-    assert result.returncode == 0, result.stderr
-    return [out / f"edgeformer_s_{ARM_IMGSZ}.tflite", write_tiny_tflite(out)]
+    return [tflite_64["edgeformer_s"], write_tiny_tflite(tmp_path_factory.mktemp("emulate-artifacts"))]
 
 
 @pytest.fixture(scope="module")

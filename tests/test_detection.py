@@ -125,6 +125,46 @@ def test_vectorised_nms_is_greedy_nms(seed):
         assert list(nms(boxes, scores, threshold)) == greedy_nms(boxes, scores, threshold)
 
 
+def _grouped_reference(boxes, scores, groups, threshold, top_k):
+    """Per group, in group order: greedy NMS, the first top_k survivors (the official predict()'s loop)."""
+    kept = []
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        kept += list(members[greedy_nms(boxes[members], scores[members], threshold)][:top_k])
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_grouped_nms_is_greedy_nms_per_group(seed, monkeypatch):
+    """All groups in one sweep, cut into small pair chunks, with the cases the x-sweep bound must not miss:
+    boxes shifted across IoU = threshold, duplicates (IoU 1), zero-area and non-finite boxes."""
+    from edgeformer_deploy.runtime import detect
+
+    monkeypatch.setattr(detect, "PAIRS_PER_CHUNK", 97)
+    rng = np.random.default_rng(seed)
+    n = 400
+    xy = rng.random((n, 2), dtype=np.float32) * 0.6
+    boxes = np.concatenate([xy, xy + rng.random((n, 2), dtype=np.float32) * 0.3 + 0.01], axis=1)
+    # [s, 0, 1, 1] inside [0, 0, 1, 1]: IoU = 1 - s, the case where the sweep's bound is tight; each pair
+    # in a group of its own (the reference box scoring higher), so every pair decides one outcome
+    shifts = (np.array([0.3, 0.5, 0.7])[:, None] + np.linspace(-1e-3, 1e-3, 41)).ravel().astype(np.float32)
+    edge = np.stack([shifts, 0 * shifts, 0 * shifts + 1, 0 * shifts + 1], axis=1)
+    special = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0.2, 0.2, 0.2, 0.5], [np.nan, 0, 1, 1], [0, 0, np.inf, 1]], np.float32)
+    boxes = np.concatenate([boxes, special, edge, np.tile([[0, 0, 1, 1]], (len(edge), 1)).astype(np.float32)])
+    scores = rng.random(len(boxes), dtype=np.float32)
+    groups = rng.integers(0, 5, len(boxes))
+    groups[n:n + len(special)] = 2  # among random boxes, tied: duplicates (IoU 1), zero area, non-finite
+    scores[n:n + len(special)] = scores[n]
+    groups[n + len(special):] = 5 + np.tile(np.arange(len(edge)), 2)
+    scores[n + len(special) + len(edge):] = 1.0
+    order = np.lexsort((-scores, groups))
+    boxes, scores, groups = boxes[order], scores[order], groups[order]
+    for threshold in (0.3, 0.5, 0.7):
+        for top_k in (3, 200):
+            keep = detect._grouped_nms(*np.ascontiguousarray(boxes.T), groups, threshold, top_k)
+            assert list(np.flatnonzero(keep)) == _grouped_reference(boxes, scores, groups, threshold, top_k)
+
+
 def test_detection_options():
     rng = np.random.default_rng(0)
     anchors = np.tile(np.array([[0.5, 0.5, 0.2, 0.2]], np.float32), (50, 1))

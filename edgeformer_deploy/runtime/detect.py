@@ -90,27 +90,6 @@ def decode_boxes(locations: np.ndarray, anchors: np.ndarray, center_variance: fl
     return np.concatenate([centre - half, centre + half], axis=-1)
 
 
-class _Workspace:
-    """Reused scratch matrices for :func:`nms`: fresh n x n temporaries above glibc's mmap threshold cost a
-    page fault per page on every call (measured: 3x the arithmetic itself)."""
-
-    def __init__(self):
-        self.size = 0
-
-    def get(self, n: int):
-        if n > self.size:
-            self.size = max(n, 2 * self.size, 64)
-            self.a = np.empty(self.size * self.size, np.float32)
-            self.b = np.empty(self.size * self.size, np.float32)
-            self.over = np.empty(self.size * self.size, bool)
-            self.upper = np.triu(np.ones((self.size, self.size), dtype=bool), k=1)
-        return (self.a[:n * n].reshape(n, n), self.b[:n * n].reshape(n, n), self.over[:n * n].reshape(n, n),
-                self.upper[:n, :n])
-
-
-_WORKSPACE = _Workspace()
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Indices kept by greedy NMS, in decreasing score order (torchvision's CPU ``nms``: stable descending
     sort, IoU = inter / (area_i + area_j - inter) in float32, suppress when IoU > threshold)."""
@@ -118,45 +97,96 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
     columns = [np.ascontiguousarray(v) for v in np.asarray(boxes, dtype=np.float32)[order].T]
-    return order[_nms_sorted(*columns, iou_threshold)]
+    return order[_grouped_nms(*columns, np.zeros(len(order), np.int64), iou_threshold)]
 
 
-def _nms_sorted(x1, y1, x2, y2, iou_threshold: float) -> np.ndarray:
-    """Keep mask of greedy NMS over boxes already in decreasing score order (float32 columns).
+PAIRS_PER_CHUNK = 1 << 20  # bounds the pair arrays (~30 MB) whatever the candidate count
 
-    Vectorised: the pairwise IoU once, then the greedy recursion solved as a fixed point over the few
-    "would suppress" pairs — box j survives iff no surviving earlier box suppresses it; iterating from
-    "all survive" settles after as many rounds as the longest suppression chain.
+
+def _grouped_nms(x1, y1, x2, y2, groups, iou_threshold: float, top_k: Optional[int] = None) -> np.ndarray:
+    """Keep mask of greedy NMS run separately in each group, over boxes sorted by group and then by
+    decreasing score (float32 columns); with ``top_k``, only each group's first top_k survivors.
+
+    Instead of every group's n x n IoU matrix, a sweep over the boxes sorted by (group, x1) lists the pairs
+    that can suppress: IoU <= x-overlap / width of either box, so box k can only suppress, or be suppressed
+    by, a later box j whose x1 < x2_k - iou * width_k. That bound is taken with a 1e-5 relative slack — far
+    more than float32 rounding moves an IoU (relative 1e-6: the coordinates are exact, nothing cancels) — so
+    every pair that could pass is scored, with torchvision's float32 IoU operation for operation. The greedy
+    recursion is then a fixed point over the suppressing pairs: box j survives iff no surviving earlier box
+    of its group suppresses it; iterating from "all survive" settles after as many rounds as the longest
+    suppression chain. A box with a non-finite coordinate has a non-finite area, hence an IoU of 0 or NaN
+    with anything: it neither suppresses nor is suppressed, as in torchvision.
     """
     n = len(x1)
     keep = np.ones(n, dtype=bool)
-    if n < 2:
-        return keep
-    areas = (x2 - x1) * (y2 - y1)
-    w, h, over, upper = _WORKSPACE.get(n)
-    np.minimum(x2[:, None], x2[None, :], out=w)
-    w -= np.maximum(x1[:, None], x1[None, :], out=h)
-    np.maximum(w, 0, out=w)
-    np.minimum(y2[:, None], y2[None, :], out=h)
-    h -= np.maximum(y1[:, None], y1[None, :])
-    np.maximum(h, 0, out=h)
-    w *= h  # intersections
-    np.add(areas[:, None], areas[None, :], out=h)
-    h -= w  # unions
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w /= h  # IoU
-    np.greater(w, np.float32(iou_threshold), out=over)
-    over &= upper  # only an earlier (higher-scoring) box suppresses a later one
-    pairs = np.flatnonzero(over)
-    if not len(pairs):
-        return keep
-    first, second = np.divmod(pairs, n)
-    while True:
+    finite = np.flatnonzero(np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2))
+    if len(finite) < 2:
+        return _first_per_group(keep, groups, top_k)
+    x_min = float(min(x1[finite].min(), x2[finite].min()))
+    span = 2.0 * (float(max(x1[finite].max(), x2[finite].max())) - x_min) + 2.0  # > any box's x-extent
+    base = groups[finite] * span - x_min  # float64 sort keys base + x1: groups apart, x1 ascending in each
+    order = np.argsort(base + x1[finite], kind="stable")
+    by_x, base = finite[order].astype(np.int32), base[order]
+    keys = base + x1[by_x]
+    X1, Y1, X2, Y2 = x1[by_x], y1[by_x], x2[by_x], y2[by_x]
+    areas = (X2 - X1) * (Y2 - Y1)  # float32, once per box as torchvision does
+    width = X2.astype(np.float64) - X1
+    reach = X2 - np.float64(iou_threshold) * (1 - 1e-5) * width
+    tiny = width < 1e-6 * span  # the bound's float64 arithmetic is not exact enough: the whole overlap
+    reach[tiny] = X2[tiny]
+    # (rounding in the keys is monotonic: it can only widen the ranges, never drop a pair)
+    counts = np.maximum(np.searchsorted(keys, base + reach, side="right") - np.arange(1, len(keys) + 1), 0)
+    firsts, seconds = [], []
+    starts = np.flatnonzero(counts).astype(np.int32)
+    lengths = counts[starts].astype(np.int64)
+    cuts = np.searchsorted(np.cumsum(lengths), np.arange(PAIRS_PER_CHUNK, lengths.sum(), PAIRS_PER_CHUNK))
+    for begin, end in zip(np.r_[0, cuts], np.r_[cuts, len(starts)]):
+        a, b = _ragged_pairs(starts[begin:end], lengths[begin:end])
+        w = np.minimum(X2[a], X2[b])
+        w -= np.maximum(X1[a], X1[b])
+        np.maximum(w, 0, out=w)
+        h = np.minimum(Y2[a], Y2[b])
+        h -= np.maximum(Y1[a], Y1[b])
+        np.maximum(h, 0, out=h)
+        w *= h  # intersections
+        union = areas[a] + areas[b]
+        union -= w
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w /= union
+        over = w > np.float32(iou_threshold)
+        i, j = by_x[a[over]], by_x[b[over]]
+        firsts.append(np.minimum(i, j))  # the higher-scoring box of the pair is the earlier one
+        seconds.append(np.maximum(i, j))
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    while len(first):
         new = np.ones(n, dtype=bool)
         new[second[keep[first]]] = False
         if np.array_equal(new, keep):
-            return keep
+            break
         keep = new
+    return _first_per_group(keep, groups, top_k)
+
+
+def _first_per_group(keep: np.ndarray, groups: np.ndarray, top_k: Optional[int]) -> np.ndarray:
+    """``keep`` limited to the first ``top_k`` survivors of each group (groups contiguous), in place."""
+    kept = np.flatnonzero(keep)
+    if top_k is not None and len(kept) > top_k:
+        starts = np.flatnonzero(np.r_[True, groups[kept][1:] != groups[kept][:-1]])
+        rank = np.arange(len(kept)) - np.repeat(starts, np.diff(np.r_[starts, len(kept)]))
+        keep[kept[rank >= top_k]] = False
+    return keep
+
+
+def _ragged_pairs(starts: np.ndarray, lengths: np.ndarray) -> tuple:
+    """Index pairs (k, k + 1 .. k + length) for each k in ``starts`` (int32), without a Python loop."""
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32)
+    step = np.ones(total, np.int32)  # b as a running sum: +1 inside a run, a jump to the next run's first
+    offsets = np.cumsum(lengths) - lengths
+    step[0] = starts[0] + 1
+    step[offsets[1:]] = (starts[1:] + 1) - (starts[:-1] + lengths[:-1]).astype(np.int32)
+    return np.repeat(starts, lengths), np.cumsum(step, dtype=np.int32)
 
 
 def postprocess(confidences: np.ndarray, locations: np.ndarray, anchors: np.ndarray,
@@ -171,19 +201,18 @@ def postprocess(confidences: np.ndarray, locations: np.ndarray, anchors: np.ndar
         anchor_ids = np.flatnonzero(best_score > threshold)
         classes, cand_scores = best[anchor_ids], best_score[anchor_ids]
         groups = np.zeros(len(anchor_ids), dtype=np.int64)
-    else:  # (class, anchor) candidates, class-major: one NMS per class
-        groups, anchor_ids = np.nonzero(scores[:, 1:].T > threshold)
-        classes, cand_scores = groups + 1, scores[anchor_ids, groups + 1]
-    # one stable sort: by group, then decreasing score (ties keep anchor order, as torchvision's stable sort)
-    order = np.lexsort((-cand_scores, groups))
+    else:  # (anchor, class) candidates, one NMS per class
+        foreground = scores[:, 1:]
+        flat = np.flatnonzero(foreground > threshold)
+        anchor_ids, groups = np.divmod(flat, foreground.shape[1])
+        classes = groups + 1
+        cand_scores = scores[anchor_ids, classes]
+    # one stable sort: by group, then decreasing score (ties keep anchor order, as torchvision's stable sort);
+    # the float64 key 2 * group - score is exact and keeps groups apart (scores in [0, 1])
+    order = np.argsort(2.0 * groups - cand_scores, kind="stable")
     groups, classes, anchor_ids, cand_scores = groups[order], classes[order], anchor_ids[order], cand_scores[order]
     columns = [np.ascontiguousarray(v) for v in boxes[anchor_ids].T]
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if len(groups) else np.zeros(0, np.int64)
-    ends = np.r_[starts[1:], len(groups)].astype(np.int64)
-    keep = np.zeros(len(groups), dtype=bool)
-    for lo, hi in zip(starts, ends):
-        kept = lo + np.flatnonzero(_nms_sorted(*(c[lo:hi] for c in columns), params.iou_threshold))
-        keep[kept[:params.top_k]] = True  # the first top_k per group, after NMS
+    keep = _grouped_nms(*columns, groups, params.iou_threshold, params.top_k)
     result = Detections(classes[keep].astype(np.int64), cand_scores[keep].astype(np.float32),
                         boxes[anchor_ids[keep]].astype(np.float32))
     if params.max_det is not None and len(result) > params.max_det:

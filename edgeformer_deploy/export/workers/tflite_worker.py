@@ -37,6 +37,8 @@ def convert(args):
         per_tensor_dense_layers()
     if args.keep:
         skip_other_variants(args.keep)
+    if args.keep in ("fp32", "fp16"):
+        skip_unused_saved_models()
     work = tempfile.mkdtemp(dir=args.out)
     try:
         np.save(os.path.join(work, CALIBRATION_PLACEHOLDER), calib)  # the only file onnx2tf looks for
@@ -136,6 +138,20 @@ def skip_other_variants(keep: str) -> None:
             return _original(self) if conversion_variant(self) == keep else b""
 
         cls.convert = convert
+
+
+def skip_unused_saved_models() -> None:
+    """A float conversion writes SavedModels nobody needs, each about as long as the conversion itself:
+    onnx2tf's own output folder (only its int8 path reads it back), and the temporary one TF's Keras converter
+    converts from (for EdgeFormer-S/H it then drops it for its frozen-graph path anyway). Going straight to the
+    frozen graph gives the same operators in the same order and bit-identical outputs for every registered
+    model (fp32 and fp16; byte-identical files where the frozen graph was already taken; elsewhere tensors
+    are named after the ONNX graph, ``images`` instead of ``serving_default_images:0``)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import lite
+
+    tf.saved_model.save = lambda *args, **kwargs: None  # the public name onnx2tf calls; TF's own code is untouched
+    lite.TFLiteKerasModelConverterV2._convert_as_saved_model = lambda self: None  # -> _freeze_keras_model
 
 
 def _interpreter_class(preferred):
