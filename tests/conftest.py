@@ -60,43 +60,35 @@ def official_dir() -> Path:
     return OFFICIAL
 
 
-@pytest.fixture(scope="session")
-def tflite_artifacts(tmp_path_factory, official_dir):
-    """EdgeFormer-S and MobileViT-S (official-code weights) as TFLite fp32 and int8, exported once per session
-    through the CLI; int8 calibrated on a folder of real photos (the shipped samples)."""
+def _tflite_pairs(out: Path, official_dir: Path, imgsz: int) -> dict:
+    """EdgeFormer-S and MobileViT-S (official-code weights) as TFLite fp32 and int8 through the CLI, keyed
+    (model, precision); int8 calibrated on a folder of real photos (the shipped samples)."""
     from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
 
     from helpers import run_cli
 
-    out = tmp_path_factory.mktemp("tflite")
     artifacts = {}
     for name in ("edgeformer_s", "mobilevit_s"):
         for precision, flags in (("fp32", []), ("int8", ["--int8", "--data", SAMPLES_DIR])):
             result = run_cli("edgeformer-export", "--model", name, "--weights", official_dir / f"{name}.pt",
-                             "--format", "tflite", "--output", out, *flags, timeout=1200, offline=True)
+                             "--format", "tflite", "--imgsz", imgsz, "--output", out, *flags, timeout=1200,
+                             offline=True)
             assert result.returncode == 0, result.stderr
             suffix = "" if precision == "fp32" else "_int8"
-            artifacts[(name, precision)] = out / f"{name}_256{suffix}.tflite"
+            artifacts[(name, precision)] = out / f"{name}_{imgsz}{suffix}.tflite"
     return artifacts
 
 
 @pytest.fixture(scope="session")
+def tflite_artifacts(tmp_path_factory, official_dir):
+    """The pair at the official 256x256, exported once per session."""
+    return _tflite_pairs(tmp_path_factory.mktemp("tflite"), official_dir, 256)
+
+
+@pytest.fixture(scope="session")
 def tflite_64(tmp_path_factory, official_dir) -> dict:
-    """EdgeFormer-S and MobileViT-S at 64x64 as TFLite fp32 and int8 (keys ``edgeformer_s``,
-    ``mobilevit_s_int8``, …): what the emulated ARM boards run (test_arm_boards, test_bench_emulate share them)."""
-    from edgeformer_deploy.runtime.preprocess import SAMPLES_DIR
-
-    from helpers import run_cli
-
-    out = tmp_path_factory.mktemp("tflite-64")
-    artifacts = {}
-    for name in ("edgeformer_s", "mobilevit_s"):
-        for suffix, flags in (("", []), ("_int8", ["--int8", "--data", SAMPLES_DIR])):
-            result = run_cli("edgeformer-export", "--model", name, "--weights", official_dir / f"{name}.pt",
-                             "--format", "tflite", "--imgsz", 64, "--output", out, *flags, timeout=1200, offline=True)
-            assert result.returncode == 0, result.stderr
-            artifacts[name + suffix] = out / f"{name}_64{suffix}.tflite"
-    return artifacts
+    """The pair at 64x64: what the emulated ARM boards run (test_arm_boards, test_bench_emulate share it)."""
+    return _tflite_pairs(tmp_path_factory.mktemp("tflite-64"), official_dir, 64)
 
 
 # (model, target, int8): both models at the default target in fp16, and int8 for one smaller NPU

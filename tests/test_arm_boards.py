@@ -57,7 +57,8 @@ def artifacts(tmp_path_factory, official_dir, tflite_64) -> dict[str, Path]:
     return {"edgeformer_s.onnx": export_onnx(exports, official_dir, "edgeformer_s"),
             "mobilevit_s.onnx": export_onnx(exports, official_dir, "mobilevit_s"),
             "tiny.tflite": write_tiny_tflite(tiny), "tiny_int8.tflite": write_tiny_tflite(tiny, int8=True),
-            **{f"{name}.tflite": path for name, path in tflite_64.items()}}
+            **{f"{name}{'_int8' if precision == 'int8' else ''}.tflite": path
+               for (name, precision), path in tflite_64.items()}}
 
 
 def on_board(root: Path, *args, timeout=600) -> subprocess.CompletedProcess:

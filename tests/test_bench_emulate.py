@@ -111,7 +111,7 @@ def test_a_crashing_guest_is_one_clear_line(boards, plugin):
 @pytest.fixture(scope="module")
 def small_artifacts(tmp_path_factory, tflite_64) -> list[Path]:
     """EdgeFormer-S at 64x64 (official-code weights) exported to TFLite, and the tiny TFLite model."""
-    return [tflite_64["edgeformer_s"], write_tiny_tflite(tmp_path_factory.mktemp("emulate-artifacts"))]
+    return [tflite_64[("edgeformer_s", "fp32")], write_tiny_tflite(tmp_path_factory.mktemp("emulate-artifacts"))]
 
 
 @pytest.fixture(scope="module")

@@ -125,9 +125,9 @@ def _grouped_nms(x1, y1, x2, y2, groups, iou_threshold: float, top_k: Optional[i
     x_min = float(min(x1[finite].min(), x2[finite].min()))
     span = 2.0 * (float(max(x1[finite].max(), x2[finite].max())) - x_min) + 2.0  # > any box's x-extent
     base = groups[finite] * span - x_min  # float64 sort keys base + x1: groups apart, x1 ascending in each
-    order = np.argsort(base + x1[finite], kind="stable")
-    by_x, base = finite[order].astype(np.int32), base[order]
-    keys = base + x1[by_x]
+    keys = base + x1[finite]
+    order = np.argsort(keys, kind="stable")
+    by_x, base, keys = finite[order].astype(np.int32), base[order], keys[order]
     X1, Y1, X2, Y2 = x1[by_x], y1[by_x], x2[by_x], y2[by_x]
     areas = (X2 - X1) * (Y2 - Y1)  # float32, once per box as torchvision does
     width = X2.astype(np.float64) - X1
