@@ -165,6 +165,20 @@ def test_grouped_nms_is_greedy_nms_per_group(seed, monkeypatch):
             assert list(np.flatnonzero(keep)) == _grouped_reference(boxes, scores, groups, threshold, top_k)
 
 
+@pytest.mark.parametrize("id_limit", [3232, 1 << 40])  # the packed int64 key, and the lexsort fallback
+def test_group_score_order_is_the_stable_sort_per_group(id_limit):
+    """Candidates ordered by group, then decreasing score, ties by id: what torchvision's stable sort
+    gives per class. Scores with many exact ties, tiny and near-1 values."""
+    from edgeformer_deploy.runtime.detect import _group_score_order
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    ids, groups = np.divmod(np.sort(rng.choice(id_limit * 80, n, replace=False)), 80)  # as flatnonzero gives them
+    scores = rng.choice(np.array([0.0501, 0.3, 0.5, 0.99999994, 1.0, 1e-30], np.float32), n)
+    scores[::3] = rng.random(n // 3 + 1, dtype=np.float32)[: len(scores[::3])]
+    assert np.array_equal(_group_score_order(groups, scores, ids), np.lexsort((ids, -scores, groups)))
+
+
 def test_detection_options():
     rng = np.random.default_rng(0)
     anchors = np.tile(np.array([[0.5, 0.5, 0.2, 0.2]], np.float32), (50, 1))
