@@ -64,29 +64,38 @@ def write_result(document: dict, path: Union[str, Path]) -> Path:
         raise ResultError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def schema_major(value) -> Optional[int]:
-    """``"edgeformer-bench/1"`` -> 1; anything else -> None."""
-    if not isinstance(value, str) or not value.startswith(SCHEMA_NAME + "/"):
+def schema_major(value, name: str = SCHEMA_NAME) -> Optional[int]:
+    """``"edgeformer-bench/1"`` -> 1 (for ``name``'s documents); anything else -> None."""
+    if not isinstance(value, str) or not value.startswith(name + "/"):
         return None
-    major = value[len(SCHEMA_NAME) + 1:].split(".")[0]
+    major = value[len(name) + 1:].split(".")[0]
     return int(major) if major.isdigit() else None
+
+
+def read_document(path: Union[str, Path], name: str, newest_major: int, error: type = ResultError) -> dict:
+    """A JSON document whose ``"schema"`` is ``name/<major>``; a missing or unreadable file, invalid JSON,
+    someone else's document or a newer major schema raise ``error`` with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: file not found")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    major = schema_major(document.get("schema"), name) if isinstance(document, dict) else None
+    if major is None:
+        raise error(f"{path}: not an {name} result (no \"schema\": \"{name}/{newest_major}\" field)")
+    if major > newest_major:
+        raise error(f"{path}: written with schema {document['schema']}, newer than this {name} reads "
+                    f"({name}/{newest_major}) — upgrade edgeformer-deploy")
+    return document
 
 
 def read_result(path: Union[str, Path]) -> dict:
     """Load a result document; refuses files that are not ours or come from a newer major schema."""
-    path = Path(path)
-    if not path.is_file():
-        raise ResultError(f"{path}: file not found")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ResultError(f"{path}: not valid JSON ({exc})") from None
-    major = schema_major(document.get("schema")) if isinstance(document, dict) else None
-    if major is None:
-        raise ResultError(f"{path}: not an edgeformer-bench result (no \"schema\": \"{SCHEMA}\" field)")
-    if major > SCHEMA_MAJOR:
-        raise ResultError(f"{path}: written with schema {document['schema']}, newer than this edgeformer-bench "
-                          f"reads ({SCHEMA}) — upgrade edgeformer-deploy")
+    document = read_document(path, SCHEMA_NAME, SCHEMA_MAJOR)
     if not isinstance(document.get("artifacts"), list):
         raise ResultError(f"{path}: malformed result (no \"artifacts\" list)")
     return document

@@ -2,10 +2,10 @@
 report``); reading a result back with its schema checked."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
+from ..bench.schema import read_document
 from .datasets import DataError
 
 SCHEMA_NAME = "edgeformer-val"
@@ -24,18 +24,7 @@ def is_val_document(document) -> bool:
 
 
 def read_val_result(path: Path) -> dict:
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not is_val_document(document):
-        raise DataError(f"{path}: not an edgeformer-val result")
-    major = str(document["schema"]).split("/", 1)[1].split(".")[0]
-    if not major.isdigit() or int(major) > SCHEMA_MAJOR:
-        raise DataError(f"{path}: written with schema {document['schema']}, newer than this tool reads")
-    return document
+    return read_document(path, SCHEMA_NAME, SCHEMA_MAJOR, DataError)
 
 
 def percent(value: Optional[float], digits: int = 2) -> str:

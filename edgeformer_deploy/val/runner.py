@@ -122,8 +122,9 @@ class Evaluation:
         self.predictor.close()
 
     # -- one image ------------------------------------------------------------------------------
-    def _score(self, sample: Sample, score: TaskScore, agreement: Agreement) -> float:
-        """Run one sample through the artifact (and the reference); returns the artifact's inference ms."""
+    def _score(self, sample: Sample, score: TaskScore, ref_score: TaskScore, agreement: Agreement) -> float:
+        """Run one sample through the artifact (and the reference, into ``ref_score``); returns the artifact's
+        inference ms."""
         image = read_image(sample.image)
         width, height = image.size
         truth = read_mask(sample.target, width, height) if self.task == "segmentation" else None
@@ -139,14 +140,14 @@ class Evaluation:
             if ref is not None:
                 logits = ref.logits(crop[0])
                 agreement.images += 1
-                agreement.same_top1 += int(self.ref_score.topk.update(logits, sample.target) == top1)
+                agreement.same_top1 += int(ref_score.topk.update(logits, sample.target) == top1)
                 agreement.cosines.append(_cosine(logits, outputs[0][0]))
         elif self.task == "detection":
             found = head.detections(head.rows(outputs), 0, width, height)
             score.results.extend(coco_results(found, sample.target))
             if ref is not None:
                 reference = ref.detections(crop[0], head, width, height)
-                self.ref_score.results.extend(coco_results(reference, sample.target))
+                ref_score.results.extend(coco_results(reference, sample.target))
                 boxes, hits = matched_boxes(reference, found)
                 agreement.boxes, agreement.matched = agreement.boxes + boxes, agreement.matched + hits
         else:
@@ -154,7 +155,7 @@ class Evaluation:
             score.confusion.update(truth, mask)
             if ref is not None:
                 reference = ref.mask(crop[0], width, height)
-                self.ref_score.confusion.update(truth, reference)
+                ref_score.confusion.update(truth, reference)
                 agreement.pixels += mask.size
                 agreement.same_pixels += int((mask == reference).sum())
         return elapsed
@@ -163,7 +164,7 @@ class Evaluation:
     def run(self, progress: Optional[Progress] = None, on_skip: Optional[Callable[[str], None]] = None) -> dict:
         a = self.predictor.artifact
         score = TaskScore(self.task, a.num_classes)
-        self.ref_score = TaskScore(self.task, a.num_classes)
+        ref_score = TaskScore(self.task, a.num_classes)
         agreement = Agreement()
         skipped, evaluated, latencies = [], [], []
         interrupted = False
@@ -171,7 +172,7 @@ class Evaluation:
         try:
             for k, sample in enumerate(self.samples):
                 try:
-                    latencies.append(self._score(sample, score, agreement))
+                    latencies.append(self._score(sample, score, ref_score, agreement))
                     evaluated.append(sample)
                 except PredictError as exc:
                     skipped.append({"file": str(sample.image), "reason": str(exc)})
@@ -186,7 +187,7 @@ class Evaluation:
         except KeyboardInterrupt:
             interrupted = True
         seconds = time.perf_counter() - started
-        return self._document(score, agreement, evaluated, skipped, latencies, seconds, interrupted)
+        return self._document(score, ref_score, agreement, evaluated, skipped, latencies, seconds, interrupted)
 
     def _metrics(self, score: TaskScore, evaluated: List[Sample]) -> tuple:
         labels = self.predictor.head.labels
@@ -202,7 +203,7 @@ class Evaluation:
                 for cid, ap in sorted(per_category.items())]
         return dict(stats, detections=len(score.results)), rows
 
-    def _document(self, score, agreement, evaluated, skipped, latencies, seconds, interrupted) -> dict:
+    def _document(self, score, ref_score, agreement, evaluated, skipped, latencies, seconds, interrupted) -> dict:
         from ..bench.runner import artifact_precision
 
         a = self.predictor.artifact
@@ -227,7 +228,7 @@ class Evaluation:
                        "inference_ms_median": round(float(np.median(latencies)), 3) if latencies else None},
         }
         if self.reference is not None:
-            ref_metrics, _ = self._metrics(self.ref_score, evaluated)
+            ref_metrics, _ = self._metrics(ref_score, evaluated)
             document["reference"] = {
                 "model": "pytorch (un-lowered)", "weights": str(self.reference.weights),
                 "sha256": self.reference.sha256, "same_weights_as_export": self.reference.same_weights,
