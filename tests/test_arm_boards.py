@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edgeformer_deploy.runtime.artifact import manifest_path
 from edgeformer_deploy.runtime.preprocess import sample_images
-from helpers import run_cli
+from helpers import official_io, run_cli
 from runtime_artifacts import REPO_ROOT, export_onnx, write_tiny_tflite
 
 BOARDS = ("aarch64", "armhf")
@@ -138,3 +139,48 @@ def test_val_on_armhf_equals_x86(boards, artifacts, tmp_path):
     assert got["artifact"]["backend"] == "tflite-runtime" and got["data"]["evaluated"] == 4
     assert got["metrics"] == want["metrics"] and got["per_class"] == want["per_class"]
     assert got["metrics"]["top1"] == 1.0
+
+
+BOARD_POSTPROCESS = r"""
+import sys
+import numpy as np
+from edgeformer_deploy.runtime.detect import DetectionParams, postprocess
+from edgeformer_deploy.runtime.segment import official_mask
+
+data, out = np.load(sys.argv[1]), {}
+for name, params in (("official", DetectionParams()), ("agnostic", DetectionParams(class_agnostic=True, max_det=50))):
+    found = postprocess(data["confidences"], data["locations"], data["anchors"], params)
+    out.update({f"{name}_labels": found.labels, f"{name}_scores": found.scores, f"{name}_boxes": found.boxes})
+height, width = data["hw"]
+out["mask"] = official_mask(data["logits"], 16, int(height), int(width))
+np.savez(sys.argv[2], **out)
+"""
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_detection_and_mask_post_processing_on_board_are_official(boards, board, det_seg_dir, tmp_path):
+    """The board's own numpy (armhf: Debian's 1.24, 32-bit indices) reproduces the official ``predict()``
+    from its raw outputs (labels and order exactly, like x86), the class-agnostic option as on x86, and the
+    official DeepLab mask of a photo pixel for pixel."""
+    from edgeformer_deploy.runtime.detect import DetectionParams, postprocess
+
+    io = official_io(det_seg_dir, "ssd_edgeformer_s")
+    seg = torch.load(det_seg_dir.parent / "official-photos" / "deeplab_photos_io.pt", weights_only=True)
+    photo = seg["outputs"]["deeplabv3_edgeformer_s"]["rocket.jpg"]  # the photo with several classes
+    inputs = {"confidences": io["pred_raw_confidences_320"][0].numpy(), "locations": io["pred_raw_locations_320"][0].numpy(),
+              "anchors": io["anchors_320"].numpy(), "logits": photo["logits_os16"][0].numpy(),
+              "hw": np.array(photo["orig_hw"])}
+    np.savez(tmp_path / "in.npz", **inputs)
+    (tmp_path / "post.py").write_text(BOARD_POSTPROCESS)
+    result = on_board(boards[board], tmp_path / "post.py", tmp_path / "in.npz", tmp_path / "out.npz")
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    one = np.spacing(np.float32(1))
+    assert np.array_equal(got["official_labels"], io["pred_labels_320"].numpy()) and len(got["official_labels"]) > 1000
+    assert np.abs(got["official_scores"].astype(np.float64) - io["pred_scores_320"].numpy()).max() <= one
+    assert np.abs(got["official_boxes"] - io["pred_boxes_320"].numpy()).max() <= 2 * one
+    x86 = postprocess(inputs["confidences"], inputs["locations"], inputs["anchors"],
+                      DetectionParams(class_agnostic=True, max_det=50))
+    assert np.array_equal(got["agnostic_labels"], x86.labels) and len(x86) == 50
+    assert np.abs(got["agnostic_scores"] - x86.scores).max() <= one
+    assert np.array_equal(got["mask"], photo["mask"].numpy())
