@@ -167,4 +167,5 @@ def test_cpu_target_picks_the_measured_gcc_formulation(tmp_path, official_dir):
     assert manifest["gcc"] == "matmul" and manifest["gcc_max_taps"] is None
     assert manifest["cpu_target"]["name"] == "armv7" and "matmul" in manifest["cpu_target"]["gcc_measured"]
     assert manifest["silu"] == "tanh" and "TANH" in manifest["ops"]  # (LOGISTIC stays: channel attention)
+    assert manifest["pair_conv"] == "mul_add" and "STRIDED_SLICE" in manifest["ops"]
     assert manifest["parity"]["max_abs"] <= 1e-4 and "TRANSPOSE" in manifest["ops"]

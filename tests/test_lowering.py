@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgeformer_deploy.export.lowering import (GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock, MatMulLayerNorm,
-                                               TanhSiLU, circulant, lower_model)
+                                               PairMulAdd, TanhSiLU, circulant, lower_model)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
 from helpers import randomize_norms
@@ -56,6 +56,23 @@ def test_tanh_silu_reproduces_official_logits(official_io, name):
         assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
         x = torch.linspace(-40, 40, 20001)
         assert (TanhSiLU()(x) - nn.functional.silu(x)).abs().max().item() <= 1e-7 * 40 * 2
+
+
+def test_pair_mul_add_reproduces_official_logits(official_io):
+    """armv7's form of the channel-adaptive grouped 1x1 conv with two inputs per output: slices, products and
+    a sum. It replaces exactly EdgeFormer-S's three (XS has one input per group, H three), and the lowered
+    model still computes the official logits."""
+    model, io = official_io["edgeformer_s"]
+    lowered = lower_model(model, 256, "matmul", pair_conv="mul_add")
+    assert sum(isinstance(m, PairMulAdd) for m in lowered.modules()) == 3
+    for other in ("edgeformer_xs", "edgeformer_h"):
+        assert not any(isinstance(m, PairMulAdd) for m in lower_model(create_model(other), 256,
+                                                                       pair_conv="mul_add").modules())
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(8, 4, 1, groups=4), torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
+        assert (PairMulAdd(conv)(x) - conv(x)).abs().max().item() <= 1e-6
 
 
 def test_matmul_layer_norm_is_layer_norm():

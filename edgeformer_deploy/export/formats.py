@@ -115,6 +115,7 @@ class CpuTarget:
     gcc: dict  # precision -> (formulation, max taps)
     measured: dict  # precision -> the measurement behind the choice, recorded in the manifest
     silu: dict = field(default_factory=dict)  # precision -> SiLU form (lowering.SILU_FORMS); default native
+    pair_conv: dict = field(default_factory=dict)  # precision -> lowering.PAIR_CONV_FORMS; default conv
 
     def choice(self, precision: str) -> tuple:
         return self.gcc.get(precision, self.gcc["fp32"])
@@ -132,8 +133,9 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
               measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G)",
                         "fp16": "fp32 arithmetic on armv7 (no FP16 unit): the fp32 choice",
                         "int8": "Cortex-A15: matmul 1.205 G vs conv/16 taps 1.240 G instructions (floor 1.138 G)"},
-              # float SiLU as tanh: EdgeFormer-S 1.603 G -> 1.538 G, MobileViT-S 2.044 G -> 1.973 G
-              silu={"fp32": "tanh", "fp16": "tanh"}),
+              # float SiLU as tanh: EdgeFormer-S 1.603 G -> 1.538 G, MobileViT-S 2.044 G -> 1.973 G; the grouped
+              # channel-adaptive convs (a reference kernel here) as slices + MUL/ADD: EdgeFormer-S 1.538 -> 1.524 G
+              silu={"fp32": "tanh", "fp16": "tanh"}, pair_conv={"fp32": "mul_add", "fp16": "mul_add"}),
 )}
 # boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores
 TFLITE_TARGET_ALIASES = {"rk3288": "armv7", **{chip: "aarch64" for chip in (

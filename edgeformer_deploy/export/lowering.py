@@ -332,6 +332,30 @@ def fold_channel_swap(model: nn.Module) -> None:
 
 LAYER_NORMS = ("native", "matmul")
 SILU_FORMS = ("native", "tanh")
+PAIR_CONV_FORMS = ("conv", "mul_add")
+
+
+class PairMulAdd(nn.Module):
+    """A 1x1 conv whose every output channel reads two input channels (``groups = out_channels``,
+    ``in_channels = 2 * out_channels``: EdgeFormer-S's ``channel_adaptive``) as two strided slices, two
+    products and a sum — the same function. tflite-runtime 2.14 on armv7 runs such a grouped CONV_2D in its
+    reference kernel: 16.8 M instructions of EdgeFormer-S fp32 for 280 k multiply-adds (BENCHMARKS.md)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        weight = conv.weight[:, :, 0, 0]  # [C, 2]
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.register_buffer("w_even", weight[:, 0].reshape(1, -1, 1, 1).clone())
+        self.register_buffer("w_odd", weight[:, 1].reshape(1, -1, 1, 1).clone())
+        self.register_buffer("bias", bias.reshape(1, -1, 1, 1).clone())
+
+    @staticmethod
+    def applies_to(module: nn.Module) -> bool:
+        return (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.stride == (1, 1)
+                and module.groups == module.out_channels and module.in_channels == 2 * module.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0::2] * self.w_even + (x[:, 1::2] * self.w_odd + self.bias)
 
 
 class TanhSiLU(nn.Module):
@@ -345,14 +369,16 @@ class TanhSiLU(nn.Module):
 
 @torch.no_grad()
 def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None,
-                swap_input_channels: bool = False, layer_norm: str = "native", silu: str = "native") -> nn.Module:
+                swap_input_channels: bool = False, layer_norm: str = "native", silu: str = "native",
+                pair_conv: str = "conv") -> nn.Module:
     """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
 
     ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
     convolutions) or ``matmul`` (circulant matrix products); both compute the same thing. ``max_taps`` cuts
     the depthwise kernels into chunks of at most that many taps (``conv`` only). ``swap_input_channels``
     folds an RGB <-> BGR swap into the stem convolution. ``layer_norm="matmul"`` writes every LayerNorm as
-    matrix products (``MatMulLayerNorm``; for full-integer runtimes); ``silu="tanh"`` writes SiLU with tanh.
+    matrix products (``MatMulLayerNorm``; for full-integer runtimes); ``silu="tanh"`` writes SiLU with tanh;
+    ``pair_conv="mul_add"`` writes grouped 1x1 convs of two inputs per group as products (``PairMulAdd``).
     """
     if gcc not in GCC_FORMULATIONS:
         raise ExportError(f"unknown GCC formulation {gcc!r}; choose one of: {', '.join(GCC_FORMULATIONS)}")
@@ -360,6 +386,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
         raise ExportError(f"unknown LayerNorm form {layer_norm!r}; choose one of: {', '.join(LAYER_NORMS)}")
     if silu not in SILU_FORMS:
         raise ExportError(f"unknown SiLU form {silu!r}; choose one of: {', '.join(SILU_FORMS)}")
+    if pair_conv not in PAIR_CONV_FORMS:
+        raise ExportError(f"unknown pair-conv form {pair_conv!r}; choose one of: {', '.join(PAIR_CONV_FORMS)}")
     model = copy.deepcopy(model).eval()
     if swap_input_channels:
         fold_channel_swap(model)
@@ -376,6 +404,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
         _replace(model, lambda m: MatMulLayerNorm(m) if isinstance(m, nn.LayerNorm) else None)  # any left
     if silu == "tanh":
         _replace(model, lambda m: TanhSiLU() if isinstance(m, nn.SiLU) else None)
+    if pair_conv == "mul_add":
+        _replace(model, lambda m: PairMulAdd(m) if PairMulAdd.applies_to(m) else None)
     return model
 
 

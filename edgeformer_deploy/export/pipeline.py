@@ -270,8 +270,9 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
                 f"convolution (the artifact takes {ARTIFACT_CHANNEL_ORDER})")
         layer_norm = fmt.int8_layer_norm if job.int8 else "native"
         silu = job.cpu_target.silu.get(job.precision, "native") if job.cpu_target else "native"
+        pair_conv = job.cpu_target.pair_conv.get(job.precision, "conv") if job.cpu_target else "conv"
         lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap,
-                              layer_norm=layer_norm, silu=silu)
+                              layer_norm=layer_norm, silu=silu, pair_conv=pair_conv)
         onnx_path = staging / f"{job.stem}.onnx"
         names = graph_names = OUTPUT_NAMES[spec.task]
         levels = spec.task == "detection" and fmt.detection_outputs == "levels"
@@ -338,6 +339,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *built.versions),
             extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
                    "gcc_max_taps": job.gcc_max_taps, "layer_norm": layer_norm, "silu": silu,
+                   "pair_conv": pair_conv,
                    **({"cpu_target": {"name": job.cpu_target.name, "runtime": job.cpu_target.runtime,
                                       "gcc_measured": job.cpu_target.measured[job.precision]}}
                       if job.cpu_target else {}), "export_seconds": round(time.perf_counter() - started, 2),
