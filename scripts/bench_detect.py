@@ -121,7 +121,8 @@ def main() -> None:
         if old:
             assert same(postprocess(conf, loc, anchors), old.postprocess(conf, loc, anchors)), \
                 f"{args.against} differs on {name} {label}"
-    modules = [Path(old.__file__)] * bool(old) + [Path(__file__).resolve().parents[1] / "edgeformer_deploy" / "runtime" / "detect.py"]
+    current = Path(__file__).resolve().parents[1] / "edgeformer_deploy" / "runtime" / "detect.py"
+    modules = ([Path(old.__file__)] if old else []) + [current]
     if args.emulate:
         counts, guest_numpy = emulated_counts(args.emulate, [c[1:] for c in cases], anchors, modules)
         print(f"# emulated {args.emulate}, numpy {guest_numpy}: guest instructions (M) of one postprocess() call")
