@@ -16,7 +16,7 @@ from edgeformer_deploy.runtime.detect import DetectionParams, expand_anchors, nm
 from edgeformer_deploy.runtime.errors import ArtifactError, PredictError
 from edgeformer_deploy.runtime.preprocess import preprocess, sample_images
 from conftest import OFFICIAL
-from helpers import official_io, run_cli
+from helpers import assert_same_detections, official_io, run_cli
 
 PHOTOS = OFFICIAL.parent / "official-photos" / "ssd_photos_io.pt"
 MODELS = ["ssd_edgeformer_s", "ssd_mobilevit_s"]
@@ -61,24 +61,13 @@ def test_anchors_bit_exact(det_seg_dir, name, imgsz):
     assert len(reference) == {320: 3232, 256: 2050}[imgsz]
 
 
-def _assert_same_detections(found, labels, scores, boxes):
-    """Labels and their order exactly (every threshold, NMS and top-200 decision identical); probabilities
-    and boxes to float32 resolution (measured: 6.0e-8 and 1.2e-7 at most). Not bit for bit: torch's CPU
-    softmax / exp are vectorised approximations (SLEEF, FMA polynomials) that numpy's float32 exp differs from
-    by 1 ulp on ~30 % of the values (the fixture README's bit-exact numpy replay does not hold on this CPU)."""
-    assert np.array_equal(found.labels, labels)
-    one = np.spacing(np.float32(1))  # 1.19e-7: float32 resolution of a probability
-    assert np.abs(found.scores.astype(np.float64) - scores).max() <= one
-    assert np.abs(found.boxes - boxes).max() <= 2 * one
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_postprocess_reproduces_official_predict(det_seg_dir, name):
     io = official_io(det_seg_dir, name)
     found = postprocess(io["pred_raw_confidences_320"][0].numpy(), io["pred_raw_locations_320"][0].numpy(),
                         io["anchors_320"].numpy())
     assert len(found) == len(io["pred_labels_320"]) > 1000
-    _assert_same_detections(found, io["pred_labels_320"].numpy(), io["pred_scores_320"].numpy(),
+    assert_same_detections(found, io["pred_labels_320"].numpy(), io["pred_scores_320"].numpy(),
                             io["pred_boxes_320"].numpy())
 
 
@@ -89,7 +78,7 @@ def test_postprocess_and_scaling_on_the_official_photos(name):
     for photo in official["photos"]:
         out = official["outputs"][name][photo]
         found = postprocess(out["confidences"][0].numpy(), out["locations"][0].numpy(), anchors)
-        _assert_same_detections(found, out["pred_labels"].numpy(), out["pred_scores"].numpy(),
+        assert_same_detections(found, out["pred_labels"].numpy(), out["pred_scores"].numpy(),
                                 out["pred_boxes"].numpy())
         h, w = out["orig_hw"]
         exact = scale_boxes(out["pred_boxes"].numpy(), w, h)

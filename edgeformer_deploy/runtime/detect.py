@@ -113,14 +113,14 @@ class _Scratch(threading.local):
     def __init__(self):
         self.arrays = {}
 
-    def get(self, name: str, shape, dtype) -> np.ndarray:
-        size = int(np.prod(shape))
+    def get(self, name: str, size: int, dtype) -> np.ndarray:
+        """A 1-D array of ``size`` elements (contents undefined), the same memory as the last call's."""
         kept = self.arrays.get(name)
         if kept is None or kept.dtype != dtype or kept.size < size:
             kept = np.empty(size, dtype)
             if kept.nbytes <= SCRATCH_BYTES:
                 self.arrays[name] = kept
-        return kept[:size].reshape(shape)
+        return kept[:size]
 
 
 SCRATCH_BYTES = 1 << 21
@@ -175,12 +175,11 @@ def _grouped_nms(x1, y1, x2, y2, groups, iou_threshold: float, top_k: Optional[i
         first_of, run = starts[begin:end], lengths[begin:end]
         b = _run_indices(first_of, run)
         total = len(b)
-        p, q = (_scratch.get(name, total, np.float32) for name in ("p", "q"))
+        p, q, r = (_scratch.get(name, total, np.float32) for name in ("p", "q", "r"))
         w = np.minimum(np.repeat(X2.take(first_of), run), X2.take(b, out=p, mode="clip"), out=p)
         w -= np.maximum(np.repeat(X1.take(first_of), run), X1.take(b, out=q, mode="clip"), out=q)
         np.maximum(w, 0, out=w)
         h = np.minimum(np.repeat(Y2.take(first_of), run), Y2.take(b, out=q, mode="clip"), out=q)
-        r = _scratch.get("r", total, np.float32)
         h -= np.maximum(np.repeat(Y1.take(first_of), run), Y1.take(b, out=r, mode="clip"), out=r)
         np.maximum(h, 0, out=h)
         w *= h  # intersections
