@@ -159,12 +159,14 @@ def test_env_list():
 
 def test_cpu_target_picks_the_measured_gcc_formulation(tmp_path, official_dir):
     """--target rk3288 = armv7, where the circulant MatMul measured cheaper than the depthwise chunks
-    (tflite-runtime 2.14 without XNNPACK); the manifest says what was chosen and on what measurement."""
-    result = run_cli("edgeformer-export", "--format", "tflite", "--target", "rk3288", "--imgsz", "64", "--weights",
+    (tflite-runtime 2.14 without XNNPACK) except on 8x8 maps; the manifest says what was chosen and on what
+    measurement. At 128 the GCC maps are 16 (MatMul), 8 and 4 (depthwise conv)."""
+    result = run_cli("edgeformer-export", "--format", "tflite", "--target", "rk3288", "--imgsz", "128", "--weights",
                      official_dir / "edgeformer_s.pt", "--output", tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr
-    manifest = _manifest(tmp_path / "edgeformer_s_64_armv7.tflite")
-    assert manifest["gcc"] == "matmul" and manifest["gcc_max_taps"] is None
+    manifest = _manifest(tmp_path / "edgeformer_s_128_armv7.tflite")
+    assert manifest["gcc"] == "matmul" and manifest["gcc_max_taps"] is None and manifest["gcc_conv_upto"] == 8
+    assert "BATCH_MATMUL" in manifest["ops"] and "DEPTHWISE_CONV_2D" in manifest["ops"]
     assert manifest["cpu_target"]["name"] == "armv7" and "matmul" in manifest["cpu_target"]["gcc_measured"]
     assert manifest["silu"] == "tanh" and "TANH" in manifest["ops"]  # (LOGISTIC stays: channel attention)
     assert manifest["pair_conv"] == "mul_add" and "STRIDED_SLICE" in manifest["ops"]

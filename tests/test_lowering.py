@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from edgeformer_deploy.export.lowering import (GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock, MatMulLayerNorm,
-                                               PairMulAdd, TanhSiLU, circulant, lower_model)
+                                               PairMulAdd, TanhSiLU, circulant, lower_model,
+                                               pair_halves_order)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
 from helpers import randomize_norms
@@ -59,12 +60,16 @@ def test_tanh_silu_reproduces_official_logits(official_io, name):
 
 
 def test_pair_mul_add_reproduces_official_logits(official_io):
-    """armv7's form of the channel-adaptive grouped 1x1 conv with two inputs per output: slices, products and
-    a sum. It replaces exactly EdgeFormer-S's three (XS has one input per group, H three), and the lowered
-    model still computes the official logits."""
+    """armv7's form of the channel-adaptive grouped 1x1 conv with two inputs per output: products and a sum
+    of the two halves of its input, whose channels the GCC stack upstream was reordered to deliver. It
+    replaces exactly EdgeFormer-S's three (XS has one input per group, H three), and the lowered model still
+    computes the official logits — in both GCC formulations, which the reordering touches differently."""
     model, io = official_io["edgeformer_s"]
     lowered = lower_model(model, 256, "matmul", pair_conv="mul_add")
-    assert sum(isinstance(m, PairMulAdd) for m in lowered.modules()) == 3
+    pairs = [m for m in lowered.modules() if isinstance(m, PairMulAdd)]
+    assert len(pairs) == 3 and all(p.halves for p in pairs)
+    as_conv = lower_model(model, 256, "conv", 16, pair_conv="mul_add")
+    assert all(p.halves for p in as_conv.modules() if isinstance(p, PairMulAdd))
     for other in ("edgeformer_xs", "edgeformer_h"):
         assert not any(isinstance(m, PairMulAdd) for m in lower_model(create_model(other), 256,
                                                                        pair_conv="mul_add").modules())
@@ -72,7 +77,23 @@ def test_pair_mul_add_reproduces_official_logits(official_io):
     conv, x = nn.Conv2d(8, 4, 1, groups=4), torch.randn(2, 8, 5, 5)
     with torch.no_grad():
         assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
+        assert (as_conv(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
         assert (PairMulAdd(conv)(x) - conv(x)).abs().max().item() <= 1e-6
+        order = pair_halves_order(8)
+        halves = PairMulAdd(conv, halves=True)(x[:, order])
+        assert order.tolist() == [0, 2, 4, 6, 1, 3, 5, 7] and (halves - conv(x)).abs().max().item() <= 1e-6
+
+
+def test_gcc_formulation_per_map_size(official_io):
+    """``conv_upto``: the GCCs on maps up to that size take the depthwise-conv form, the others the MatMul
+    (armv7: the 8x8 maps, BENCHMARKS.md); the model still computes the official logits."""
+    model, io = official_io["edgeformer_s"]
+    lowered = lower_model(model, 256, "matmul", conv_upto=8)
+    forms = {(type(b.spatial).__name__, b.spatial.along_h.size if hasattr(b.spatial, "along_h")
+              else b.spatial.left.shape[-1]) for b in lowered.modules() if isinstance(b, LoweredGCCBlock)}
+    assert forms == {("GCCSpatialMatMul", 32), ("GCCSpatialMatMul", 16), ("GCCSpatialConv", 8)}
+    with torch.no_grad():
+        assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
 
 
 def test_matmul_layer_norm_is_layer_norm():

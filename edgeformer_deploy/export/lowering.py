@@ -337,14 +337,20 @@ PAIR_CONV_FORMS = ("conv", "mul_add")
 
 class PairMulAdd(nn.Module):
     """A 1x1 conv whose every output channel reads two input channels (``groups = out_channels``,
-    ``in_channels = 2 * out_channels``: EdgeFormer-S's ``channel_adaptive``) as two strided slices, two
-    products and a sum — the same function. tflite-runtime 2.14 on armv7 runs such a grouped CONV_2D in its
-    reference kernel: 16.8 M instructions of EdgeFormer-S fp32 for 280 k multiply-adds (BENCHMARKS.md)."""
+    ``in_channels = 2 * out_channels``: EdgeFormer-S's ``channel_adaptive``) as two products and a sum — the
+    same function. tflite-runtime 2.14 on armv7 runs such a grouped CONV_2D in its reference kernel: 16.8 M
+    instructions of EdgeFormer-S fp32 for 280 k multiply-adds (BENCHMARKS.md).
 
-    def __init__(self, conv: nn.Conv2d):
+    ``halves``: the input arrives with its channels reordered as [the pairs' first channels | their second
+    channels] (:func:`pair_halves_order`, applied upstream), so the pairs are two contiguous halves — a SPLIT
+    — instead of two stride-2 slices, which that runtime also runs in a reference kernel (2.9 M instructions).
+    """
+
+    def __init__(self, conv: nn.Conv2d, halves: bool = False):
         super().__init__()
         weight = conv.weight[:, :, 0, 0]  # [C, 2]
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.halves = halves
         self.register_buffer("w_even", weight[:, 0].reshape(1, -1, 1, 1).clone())
         self.register_buffer("w_odd", weight[:, 1].reshape(1, -1, 1, 1).clone())
         self.register_buffer("bias", bias.reshape(1, -1, 1, 1).clone())
@@ -355,7 +361,60 @@ class PairMulAdd(nn.Module):
                 and module.groups == module.out_channels and module.in_channels == 2 * module.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 0::2] * self.w_even + (x[:, 1::2] * self.w_odd + self.bias)
+        half = x.shape[1] // 2  # torch.split exports as one Split (chunk as two Slices)
+        first, second = torch.split(x, [half, half], dim=1) if self.halves else (x[:, 0::2], x[:, 1::2])
+        return first * self.w_even + (second * self.w_odd + self.bias)
+
+
+def pair_halves_order(channels: int) -> torch.Tensor:
+    """The channel order that puts every pair (2c, 2c + 1) of a :class:`PairMulAdd` into two halves."""
+    return torch.cat((torch.arange(0, channels, 2), torch.arange(1, channels, 2)))
+
+
+def _permute_out(conv: nn.Conv2d, order: torch.Tensor) -> None:
+    conv.weight.data = conv.weight.data[order].clone()
+    if conv.bias is not None:
+        conv.bias.data = conv.bias.data[order].clone()
+
+
+def _permute_gcc_block(block: "LoweredGCCBlock", order: torch.Tensor) -> None:
+    """Reorder a lowered GCC block's channels (input and output alike; exact: every op of the block is
+    per channel or a 1x1 conv over the channels)."""
+    spatial = block.spatial
+    if isinstance(spatial, GCCSpatialMatMul):
+        spatial.left, spatial.right = spatial.left[order].clone(), spatial.right[order].clone()
+        if spatial.bias is not None:
+            spatial.bias = spatial.bias[:, order].clone()
+    else:
+        for conv in (*spatial.along_h.convs, *spatial.along_w.convs):
+            _permute_out(conv, order)
+    if block.bias_map is not None:
+        block.bias_map = block.bias_map[:, order].clone()
+    for first, last in ((block.ffn[0], block.ffn[2]), (block.ca_fc[0], block.ca_fc[2])):
+        first.weight.data = first.weight.data[:, order].clone()
+        _permute_out(last, order)
+
+
+def _pair_conv_as_halves(frame: OuterFrame) -> bool:
+    """EdgeFormer's GCC stage feeds its channel-adaptive conv straight from the GCC stack, which starts at
+    ``dim_adaptive``'s last 1x1 conv: reorder that conv's outputs and every GCC block so the conv's channel
+    pairs become halves. Returns False (nothing changed) for any other layout."""
+    conv = frame.channel_adaptive[0] if isinstance(frame.channel_adaptive, nn.Sequential) else frame.channel_adaptive
+    source = frame.dim_adaptive[-1]
+    blocks = [m for m in frame.spatial_global_rep if not isinstance(m, nn.Identity)]
+    if not (PairMulAdd.applies_to(conv) and isinstance(source, nn.Conv2d)
+            and blocks and all(isinstance(b, LoweredGCCBlock) for b in blocks)):
+        return False
+    order = pair_halves_order(conv.in_channels)
+    _permute_out(source, order)
+    for block in blocks:
+        _permute_gcc_block(block, order)
+    pair = PairMulAdd(conv, halves=True)
+    if isinstance(frame.channel_adaptive, nn.Sequential):
+        frame.channel_adaptive[0] = pair
+    else:
+        frame.channel_adaptive = pair
+    return True
 
 
 class TanhSiLU(nn.Module):
@@ -370,7 +429,7 @@ class TanhSiLU(nn.Module):
 @torch.no_grad()
 def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None,
                 swap_input_channels: bool = False, layer_norm: str = "native", silu: str = "native",
-                pair_conv: str = "conv") -> nn.Module:
+                pair_conv: str = "conv", conv_upto: int = 0) -> nn.Module:
     """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
 
     ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
@@ -379,6 +438,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     folds an RGB <-> BGR swap into the stem convolution. ``layer_norm="matmul"`` writes every LayerNorm as
     matrix products (``MatMulLayerNorm``; for full-integer runtimes); ``silu="tanh"`` writes SiLU with tanh;
     ``pair_conv="mul_add"`` writes grouped 1x1 convs of two inputs per group as products (``PairMulAdd``).
+    ``conv_upto``: GCCs on maps of at most that many pixels per side take the ``conv`` formulation whatever
+    ``gcc`` says (a per-size choice: on armv7 an 8x8 map is cheaper as a depthwise conv, BENCHMARKS.md).
     """
     if gcc not in GCC_FORMULATIONS:
         raise ExportError(f"unknown GCC formulation {gcc!r}; choose one of: {', '.join(GCC_FORMULATIONS)}")
@@ -394,7 +455,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     sizes = feature_sizes(model, imgsz, (GCCBlock,))
     for frame in [m for m in model.modules() if isinstance(m, OuterFrame)]:
         _lower_outer_frame(frame)
-    _replace(model, lambda m: LoweredGCCBlock(m, sizes[m][0], gcc, max_taps) if isinstance(m, GCCBlock) else None)
+    _replace(model, lambda m: LoweredGCCBlock(m, sizes[m][0], gcc if sizes[m][0] > conv_upto else "conv", max_taps)
+             if isinstance(m, GCCBlock) else None)
     _replace(model, lambda m: LoweredASPP(m) if isinstance(m, ASPP) else None)
     _replace(model, lambda m: _lower_conv_layer(m) if isinstance(m, ConvLayer) else None)
     _replace(model, lambda m: nn.Identity() if isinstance(m, (nn.Dropout, nn.Dropout2d)) else None)
@@ -405,7 +467,9 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     if silu == "tanh":
         _replace(model, lambda m: TanhSiLU() if isinstance(m, nn.SiLU) else None)
     if pair_conv == "mul_add":
-        _replace(model, lambda m: PairMulAdd(m) if PairMulAdd.applies_to(m) else None)
+        for frame in [m for m in model.modules() if isinstance(m, OuterFrame)]:
+            _pair_conv_as_halves(frame)
+        _replace(model, lambda m: PairMulAdd(m) if PairMulAdd.applies_to(m) else None)  # any others
     return model
 
 

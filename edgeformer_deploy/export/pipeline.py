@@ -90,6 +90,14 @@ class ExportJob:
         return FORMATS[self.fmt].gcc_taps_default
 
     @property
+    def gcc_conv_upto(self) -> int:
+        """The target's per-size exception (small maps as conv), only under the target's own formulation."""
+        target = self.cpu_target
+        if not target or (self.gcc is not None and self.gcc != target.choice(self.precision)[0]):
+            return 0
+        return target.conv_upto.get(self.precision, 0)
+
+    @property
     def spec(self):
         from ..models import model_spec
 
@@ -262,7 +270,8 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         torch.manual_seed(0)  # reproducible random weights when none are given
         model = create_model(job.model, weights=job.weights).eval()
         taps = f", at most {job.gcc_max_taps} taps" if job.gcc_max_taps and job.gcc_formulation == "conv" else ""
-        gcc = f" (GCC as {job.gcc_formulation}{taps})" if spec.has_gcc else ""
+        small = f"; maps up to {job.gcc_conv_upto}x{job.gcc_conv_upto} as conv" if job.gcc_conv_upto else ""
+        gcc = f" (GCC as {job.gcc_formulation}{taps}{small})" if spec.has_gcc else ""
         log(f"lowering {job.model} for {job.imgsz}x{job.imgsz}{gcc}")
         swap = job.trained_channel_order != ARTIFACT_CHANNEL_ORDER
         if swap:
@@ -272,7 +281,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         silu = job.cpu_target.silu.get(job.precision, "native") if job.cpu_target else "native"
         pair_conv = job.cpu_target.pair_conv.get(job.precision, "conv") if job.cpu_target else "conv"
         lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap,
-                              layer_norm=layer_norm, silu=silu, pair_conv=pair_conv)
+                              layer_norm=layer_norm, silu=silu, pair_conv=pair_conv, conv_upto=job.gcc_conv_upto)
         onnx_path = staging / f"{job.stem}.onnx"
         names = graph_names = OUTPUT_NAMES[spec.task]
         levels = spec.task == "detection" and fmt.detection_outputs == "levels"
@@ -339,7 +348,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *built.versions),
             extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
                    "gcc_max_taps": job.gcc_max_taps, "layer_norm": layer_norm, "silu": silu,
-                   "pair_conv": pair_conv,
+                   "pair_conv": pair_conv, "gcc_conv_upto": job.gcc_conv_upto,
                    **({"cpu_target": {"name": job.cpu_target.name, "runtime": job.cpu_target.runtime,
                                       "gcc_measured": job.cpu_target.measured[job.precision]}}
                       if job.cpu_target else {}), "export_seconds": round(time.perf_counter() - started, 2),
