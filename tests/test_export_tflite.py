@@ -132,10 +132,62 @@ def test_calibration_folder_refusals(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--batch", "2"], "batch 1 only"), (["--dynamic-batch"], "batch 1 only"), (["--half", "--int8"], "exclude")])
+    (["--batch", "2"], "batch 1 only"), (["--dynamic-batch"], "batch 1 only"), (["--half", "--int8"], "exclude"),
+    (["--calibration", "mse"], "add --int8")])
 def test_tflite_argument_refusals(tmp_path, args, needle):
     _assert_one_line_error(run_cli("edgeformer-export", "--format", "tflite", *args, "--output", tmp_path / "o"),
                            needle)
+
+
+def _activation_ranges(path) -> dict[str, tuple[float, float]]:
+    """Every per-tensor int8 activation range of an artifact, by tensor name."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    ranges = {}
+    for t in Interpreter(model_path=str(path)).get_tensor_details():
+        scales, zeros = t["quantization_parameters"]["scales"], t["quantization_parameters"]["zero_points"]
+        if t["dtype"] == np.int8 and len(scales) == 1 and t["name"] and "weight" not in t["name"].lower():
+            ranges[t["name"]] = (float((-128 - zeros[0]) * scales[0]), float((127 - zeros[0]) * scales[0]))
+    return ranges
+
+
+def test_mse_calibration_narrows_activation_ranges(tmp_path, official_dir):
+    """--calibration mse: the same artifact but with least-error activation ranges — never wider than the
+    calibrator's min/max, narrower where a tail is worth clipping — and still through the int8 gate."""
+    paths = {}
+    for ranges in ("minmax", "mse"):
+        result = run_cli("edgeformer-export", "--format", "tflite", "--int8", "--calibration", ranges, "--imgsz",
+                         "64", "--weights", official_dir / "edgeformer_s.pt", "--output", tmp_path / ranges,
+                         timeout=1200)
+        assert result.returncode == 0, result.stderr
+        paths[ranges] = tmp_path / ranges / "edgeformer_s_64_int8.tflite"
+        assert _manifest(paths[ranges])["tflite"]["calibration"]["ranges"] == ranges
+    wide, narrow = _activation_ranges(paths["minmax"]), _activation_ranges(paths["mse"])
+    common = sorted(set(wide) & set(narrow))
+    assert len(common) > 100
+    width = {name: [(r[name][1] - r[name][0]) for r in (wide, narrow)] for name in common}
+    assert all(n <= w * (1 + 1e-5) for w, n in width.values())
+    assert sum(n < 0.9 * w for w, n in width.values()) >= 10
+
+
+def test_mse_range_clips_tails_and_keeps_uniform_data():
+    """The worker's per-tensor search: a peaked, tailed sample (Laplace; the rare extremes set min/max) gets a
+    narrower range with less int8 error than its min/max; uniform data keeps its range (clipping it only adds
+    error)."""
+    import importlib.util
+
+    from edgeformer_deploy.export import tflite_format
+
+    spec = importlib.util.spec_from_file_location("tflite_worker", tflite_format.WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    rng = np.random.default_rng(0)
+    tailed = rng.laplace(0.0, 1.0, 100_000)
+    lo, hi = worker.mse_range(tailed, tailed.min(), tailed.max())
+    assert tailed.min() < lo < 0 < hi < tailed.max() and hi - lo < 0.95 * (tailed.max() - tailed.min())
+    assert worker._int8_error(tailed, lo, hi) < 0.9 * worker._int8_error(tailed, tailed.min(), tailed.max())
+    uniform = rng.uniform(-1, 3, 100_000)
+    assert worker.mse_range(uniform, uniform.min(), uniform.max()) == (uniform.min(), uniform.max())
 
 
 def test_broken_converter_environment_says_how_to_fix(tmp_path):

@@ -80,6 +80,10 @@ def _log(message: str) -> None:
               "calibrated on --data.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Folder of JPEG/PNG calibration images for --int8 (default: the few shipped sample photos).")
+@click.option("--calibration", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
+              help="int8 activation ranges: minmax (each tensor's full range on --data, the converters' "
+              "default) or mse (per tensor the range with the least int8 rounding + clipping error; RKNN: the "
+              "toolkit's mmse; slower to build, more accurate).")
 @click.option("--min-cosine", type=float, default=None,
               help="Override the cosine gate (defaults: onnx/fp32 0.99999, fp16 0.9999, int8 0.99).")
 @click.option("--target", default=None,
@@ -96,7 +100,7 @@ def _log(message: str) -> None:
 @click.option("--verbose", is_flag=True, help="Keep the converter logs beside the output.")
 @click.pass_context
 def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dynamic_batch, opset, exporter,
-         gcc, gcc_taps, half, int8, data, min_cosine, target, analyze, channel_order, no_verify, verbose) -> None:
+         gcc, gcc_taps, half, int8, data, calibration, min_cosine, target, analyze, channel_order, no_verify, verbose) -> None:
     """Export EdgeFormer / MobileViT to a deployable format, verified against PyTorch.
 
     \b
@@ -113,8 +117,9 @@ def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dyn
              "useless for predictions)")
     job = ExportJob(model=model_name, weights=weights, fmt=fmt, imgsz=imgsz, output=output, batch=batch,
                     dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, gcc=gcc, gcc_taps=gcc_taps,
-                    verify=not no_verify, half=half, int8=int8, data=data, min_cosine=min_cosine, verbose=verbose,
-                    target=target, analyze=analyze, channel_order=channel_order)
+                    verify=not no_verify, half=half, int8=int8, data=data, calibration=calibration,
+                    min_cosine=min_cosine, verbose=verbose, target=target, analyze=analyze,
+                    channel_order=channel_order)
     artifact = run_export(job, log=_log)
     import json
 

@@ -37,6 +37,9 @@ INPUT_NAME = "images"
 ARTIFACT_CHANNEL_ORDER = "RGB"
 
 
+CALIBRATIONS = ("minmax", "mse")  # int8 activation ranges (tflite_worker.mse_activation_ranges, RKNN's mmse)
+
+
 @dataclass
 class ExportJob:
     model: str = "edgeformer_s"
@@ -54,6 +57,7 @@ class ExportJob:
     half: bool = False
     int8: bool = False
     data: Path | None = None  # int8 calibration images
+    calibration: str = "minmax"  # int8 activation ranges: minmax (the converter's) | mse (least int8 error)
     min_cosine: float | None = None  # overrides the format's cosine gate
     verbose: bool = False
     target: str | None = None  # RKNN: the Rockchip chip (default rk3588); TFLite: the CPU class (armv7 | aarch64)
@@ -132,6 +136,10 @@ def validate(job: ExportJob) -> None:
         raise ExportError(f"--min-cosine must be a number from 0 to 1 (got {job.min_cosine})")
     if job.data is not None and not job.int8:
         raise ExportError("--data is the int8 calibration set: add --int8 (or drop --data)")
+    if job.calibration not in CALIBRATIONS:
+        raise ExportError(f"unknown --calibration {job.calibration!r}; choose {' or '.join(CALIBRATIONS)}")
+    if job.calibration != "minmax" and not job.int8:
+        raise ExportError(f"--calibration {job.calibration} sets int8 activation ranges: add --int8 (or drop it)")
     if job.exporter == "dynamo" and job.opset < 18:
         raise ExportError(f"the dynamo exporter writes opset 18 or newer (got --opset {job.opset})")
     if job.batch < 1:

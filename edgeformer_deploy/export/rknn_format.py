@@ -30,6 +30,9 @@ TOOLKIT1_NPU = ("rk3399pro", "rk1808", "rv1109", "rv1126")
 # DeepLabv3-EdgeFormer-S fp16 mask agreement 0.99967
 LIMITS = {"fp16": {"cosine": 0.999, "detection_agreement": 0.99, "mask_agreement": 0.999}, "int8": {"cosine": 0.99}}
 SIMULATOR_OUTPUTS = ".simulator.npz"
+# --calibration: the toolkit's own min/max-based "normal", or its least-error "mmse" (about 3x the build time;
+# DeepLabv3-EdgeFormer-S int8 photo cosines 0.71-0.99 -> 0.87-0.997, BENCHMARKS.md)
+QUANTIZED_ALGORITHM = {"minmax": "normal", "mse": "mmse"}
 # "D RKNN: [12:00:00.000] 5   Conv   FLOAT16  NPU   (1,32,47,32),...   ...   Conv:pad_slice_conv"
 LAYER_ROW = re.compile(r"^D RKNN: \[[\d:.]+\] (\d+)\s+(\S+)\s+(\S+)\s+(NPU|CPU)\s+.*\s(\S+:\S+)\s*$")
 IO_OPERATORS = ("InputOperator", "OutputOperator")
@@ -70,8 +73,10 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
         if job.data is None:
             log(f"warning: no --data given — calibrating int8 on the {len(images)} shipped sample photos "
                 f"(fine for testing; use a few hundred of your own images)")
-        args += ["--int8", "--dataset", str(_write_dataset(images, job.imgsz, work, job.spec.resize))]
-        calibration = {"images": len(images), "source": str(job.data) if job.data else "shipped sample photos"}
+        args += ["--int8", "--dataset", str(_write_dataset(images, job.imgsz, work, job.spec.resize)),
+                 "--quantized-algorithm", QUANTIZED_ALGORITHM[job.calibration]]
+        calibration = {"images": len(images), "source": str(job.data) if job.data else "shipped sample photos",
+                       "ranges": job.calibration, "quantized_algorithm": QUANTIZED_ALGORITHM[job.calibration]}
     if job.verify:
         from .verify import verification_inputs
 

@@ -66,7 +66,8 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     log(f"converting to TFLite {kind} with onnx2tf")
     run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib),
                              "--keep", kind]
-               + {"int8": ["--int8", "--dense-per-tensor"], "fp16": ["--fp16-inference"]}.get(kind, []),
+               + {"int8": ["--int8", "--dense-per-tensor", "--ranges", job.calibration],
+                  "fp16": ["--fp16-inference"]}.get(kind, []),
                work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
     artifact = staging / artifact_name(job)
@@ -80,7 +81,7 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
                           "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}",
                           "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
                           **({"calibration": {"images": len(images), "source": str(job.data) if job.data
-                                              else "shipped sample photos"},
+                                              else "shipped sample photos", "ranges": job.calibration},
                               "quantization": INT8_RECIPE} if kind == "int8" else {}),
                           **({"fp16_arithmetic": FP16_ARITHMETIC} if kind == "fp16" else {})}}
     return BuildResult(artifact, ops=report["ops"], input={**report["input"], "layout": "NHWC"},

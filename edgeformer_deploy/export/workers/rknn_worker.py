@@ -1,7 +1,7 @@
 """Runs inside the managed ``rknn`` environment (rknn-toolkit2); imports nothing from edgeformer_deploy.
 
     python rknn_worker.py --onnx M.onnx --out M.rknn --target rk3588 --report R.json
-        [--int8 --dataset DATASET.txt] [--inputs X.npy --outputs Y.npy] [--analyze A.npy --analyze-dir DIR]
+        [--int8 --dataset DATASET.txt [--quantized-algorithm normal|mmse]] [--inputs X.npy --outputs Y.npy] [--analyze A.npy --analyze-dir DIR]
 
 One process builds, exports and (optionally) runs the simulator: the toolkit's simulator only runs a
 model built in the same session, never one loaded back with ``load_rknn``. The native layer table (where
@@ -37,7 +37,8 @@ def main(args):
     rknn = RKNN(verbose=True)
     try:
         # ml-cvnets models take RGB in [0, 1]: the NPU divides the board's uint8 pixels by 255 itself
-        rknn.config(mean_values=[[0, 0, 0]], std_values=[[255, 255, 255]], target_platform=args.target)
+        rknn.config(mean_values=[[0, 0, 0]], std_values=[[255, 255, 255]], target_platform=args.target,
+                    quantized_algorithm=args.quantized_algorithm)
         _check("load_onnx", rknn.load_onnx(model=args.onnx))
         started = time.perf_counter()
         _check("build", rknn.build(do_quantization=args.int8, dataset=args.dataset if args.int8 else None))
@@ -74,6 +75,7 @@ if __name__ == "__main__":
     parser.add_argument("--report", required=True)
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--dataset")
+    parser.add_argument("--quantized-algorithm", default="normal", choices=["normal", "mmse", "kl_divergence"])
     parser.add_argument("--inputs")
     parser.add_argument("--outputs")
     parser.add_argument("--analyze")
