@@ -83,7 +83,7 @@ def _log(message: str) -> None:
 @click.option("--calibration", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
               help="int8 activation ranges: minmax (each tensor's full range on --data, the converters' "
               "default) or mse (per tensor the range with the least int8 rounding + clipping error; RKNN: the "
-              "toolkit's mmse; slower to build, more accurate).")
+              "toolkit's mmse; slower to build, not always more accurate: BENCHMARKS.md).")
 @click.option("--min-cosine", type=float, default=None,
               help="Override the cosine gate (defaults: onnx/fp32 0.99999, fp16 0.9999, int8 0.99).")
 @click.option("--target", default=None,
@@ -100,7 +100,8 @@ def _log(message: str) -> None:
 @click.option("--verbose", is_flag=True, help="Keep the converter logs beside the output.")
 @click.pass_context
 def main(ctx: click.Context, model_name, weights, fmt, imgsz, output, batch, dynamic_batch, opset, exporter,
-         gcc, gcc_taps, half, int8, data, calibration, min_cosine, target, analyze, channel_order, no_verify, verbose) -> None:
+         gcc, gcc_taps, half, int8, data, calibration, min_cosine, target, analyze, channel_order, no_verify,
+         verbose) -> None:
     """Export EdgeFormer / MobileViT to a deployable format, verified against PyTorch.
 
     \b

@@ -342,8 +342,9 @@ class PairMulAdd(nn.Module):
     instructions of EdgeFormer-S fp32 for 280 k multiply-adds (BENCHMARKS.md).
 
     ``halves``: the input arrives with its channels reordered as [the pairs' first channels | their second
-    channels] (:func:`pair_halves_order`, applied upstream), so the pairs are two contiguous halves — a SPLIT
-    — instead of two stride-2 slices, which that runtime also runs in a reference kernel (2.9 M instructions).
+    channels] (:func:`pair_halves_order`, applied upstream), so the pairs are two contiguous halves (one ONNX
+    Split; stride-1 slices in TFLite, which take a memcpy path) instead of two stride-2 slices, which that
+    runtime runs in a reference kernel (2.95 M instructions).
     """
 
     def __init__(self, conv: nn.Conv2d, halves: bool = False):

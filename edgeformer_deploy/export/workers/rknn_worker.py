@@ -1,7 +1,8 @@
 """Runs inside the managed ``rknn`` environment (rknn-toolkit2); imports nothing from edgeformer_deploy.
 
     python rknn_worker.py --onnx M.onnx --out M.rknn --target rk3588 --report R.json
-        [--int8 --dataset DATASET.txt [--quantized-algorithm normal|mmse]] [--inputs X.npy --outputs Y.npy] [--analyze A.npy --analyze-dir DIR]
+        [--int8 --dataset DATASET.txt [--quantized-algorithm normal|mmse]] [--inputs X.npy --outputs Y.npy]
+        [--analyze A.npy --analyze-dir DIR]
 
 One process builds, exports and (optionally) runs the simulator: the toolkit's simulator only runs a
 model built in the same session, never one loaded back with ``load_rknn``. The native layer table (where
