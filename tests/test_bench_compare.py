@@ -68,7 +68,7 @@ def test_reuse_needs_a_matching_manifest_and_file(compared, official_dir, tmp_pa
                 gcc="matmul", gcc_taps=None, target=None)
     assert find_reusable(folder, **args) == folder / f"edgeformer_s_{IMGSZ}.onnx"
     for change in (dict(weights_sha=None), dict(weights_sha="0" * 64), dict(imgsz=96), dict(precision="int8"),
-                   dict(fmt="tflite"), dict(gcc="conv"), dict(model="edgeformer_xs")):
+                   dict(fmt="tflite"), dict(gcc="conv"), dict(model="edgeformer_xs"), dict(gcc_conv_upto=8)):
         assert find_reusable(folder, **{**args, **change}) is None, change
     artifact = folder / f"edgeformer_s_{IMGSZ}.onnx"
     data = bytearray(artifact.read_bytes())

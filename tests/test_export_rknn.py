@@ -45,7 +45,8 @@ def test_simulator_parity_and_manifest(rknn_artifacts, case):
     artifact = load_artifact(path)  # the runtime's manifest checks (size, sha256, shape) accept it
     assert artifact.input.dtype == "uint8" and artifact.input.layout == "NHWC"
     if int8:
-        assert rknn["calibration"] == {"images": 4, "source": str(SAMPLES_DIR)}
+        assert rknn["calibration"] == {"images": 4, "source": str(SAMPLES_DIR), "ranges": "minmax",
+                                        "quantized_algorithm": "normal"}
         analysis = rknn["analysis"]
         report = path.parent / analysis["dir"] / "error_analysis.txt"
         assert report.is_file() and analysis["layers"] > 10

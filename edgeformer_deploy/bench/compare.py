@@ -30,7 +30,7 @@ def wanted_precision(int8: bool, half: bool) -> str:
 
 def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str, weights_sha: Optional[str],
                   gcc: Optional[str], gcc_taps: Optional[int], target: Optional[str],
-                  trained_channel_order: Optional[str] = None) -> Optional[Path]:
+                  trained_channel_order: Optional[str] = None, gcc_conv_upto: int = 0) -> Optional[Path]:
     """An artifact in ``output`` whose manifest matches the export that would be made, else None."""
     if not output.is_dir():
         return None
@@ -52,6 +52,7 @@ def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str
                   manifest.get("batch", 1) == 1,
                   gcc is None or manifest.get("gcc", gcc) == gcc,
                   gcc_taps is None or manifest.get("gcc_max_taps", gcc_taps) == gcc_taps,
+                  manifest.get("gcc_conv_upto", 0) == gcc_conv_upto,  # older manifests: one formulation
                   target is None or target in (manifest.get("target"), section.get("target")),
                   trained_channel_order is None or trained == trained_channel_order]
         if not all(checks):
@@ -119,7 +120,7 @@ def prepare_artifacts(*, fmt: str, imgsz: Optional[int], int8: bool, half: bool,
         weights_sha = sha256(Path(job.weights)) if job.weights is not None else None
         found = None if reexport else find_reusable(output, model, fmt, imgsz, precision, weights_sha,
                                                      job.gcc_formulation, job.gcc_max_taps, target,
-                                                     job.trained_channel_order)
+                                                     job.trained_channel_order, job.gcc_conv_upto)
         if found is not None:
             log(f"reusing {found} (manifest matches: {fmt}, {imgsz}x{imgsz}, {precision}, "
                 f"{'weights ' + weights_sha[:12] if weights_sha else 'random weights'})")
