@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import EdgeformerError
-from .formats import FORMATS
+from .formats import CALIBRATIONS, FORMATS
 
 
 class Terminated(BaseException):
@@ -80,7 +80,7 @@ def _log(message: str) -> None:
               "calibrated on --data.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Folder of JPEG/PNG calibration images for --int8 (default: the few shipped sample photos).")
-@click.option("--calibration", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True,
+@click.option("--calibration", type=click.Choice(CALIBRATIONS), default="minmax", show_default=True,
               help="int8 activation ranges: minmax (each tensor's full range on --data, the converters' "
               "default) or mse (per tensor the range with the least int8 rounding + clipping error; RKNN: the "
               "toolkit's mmse; slower to build, not always more accurate: BENCHMARKS.md).")

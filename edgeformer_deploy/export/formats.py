@@ -105,6 +105,10 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
 )}
 
 
+# --calibration: int8 activation ranges (tflite_worker.mse_activation_ranges; RKNN: rknn_format.QUANTIZED_ALGORITHM)
+CALIBRATIONS = ("minmax", "mse")
+
+
 @dataclass(frozen=True)
 class CpuTarget:
     """A TFLite artifact's ARM CPU class (``--format tflite --target``): per precision, the GCC formulation

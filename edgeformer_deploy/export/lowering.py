@@ -396,16 +396,16 @@ def _permute_gcc_block(block: "LoweredGCCBlock", order: torch.Tensor) -> None:
         _permute_out(last, order)
 
 
-def _pair_conv_as_halves(frame: OuterFrame) -> bool:
+def _pair_conv_as_halves(frame: OuterFrame) -> None:
     """EdgeFormer's GCC stage feeds its channel-adaptive conv straight from the GCC stack, which starts at
     ``dim_adaptive``'s last 1x1 conv: reorder that conv's outputs and every GCC block so the conv's channel
-    pairs become halves. Returns False (nothing changed) for any other layout."""
+    pairs become halves. Any other layout is left as it is."""
     conv = frame.channel_adaptive[0] if isinstance(frame.channel_adaptive, nn.Sequential) else frame.channel_adaptive
     source = frame.dim_adaptive[-1]
     blocks = [m for m in frame.spatial_global_rep if not isinstance(m, nn.Identity)]
     if not (PairMulAdd.applies_to(conv) and isinstance(source, nn.Conv2d)
             and blocks and all(isinstance(b, LoweredGCCBlock) for b in blocks)):
-        return False
+        return
     order = pair_halves_order(conv.in_channels)
     _permute_out(source, order)
     for block in blocks:
@@ -415,7 +415,6 @@ def _pair_conv_as_halves(frame: OuterFrame) -> bool:
         frame.channel_adaptive[0] = pair
     else:
         frame.channel_adaptive = pair
-    return True
 
 
 class TanhSiLU(nn.Module):

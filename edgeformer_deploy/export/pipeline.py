@@ -18,7 +18,7 @@ from ..errors import ExportError
 from ..runtime.artifact import legacy_manifest_path, read_json_object
 from ..runtime.preprocess import CHANNEL_ORDERS
 from .commit import commit
-from .formats import FORMATS, BuildResult
+from .formats import CALIBRATIONS, FORMATS, BuildResult
 
 MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC/MobileViT blocks
 # Largest input size accepted: --imgsz 4096 was past 8 GB of memory after 150 s; EdgeFormer-S at 1024 (stage-3
@@ -35,9 +35,6 @@ INPUT_NAME = "images"
 # Every artifact takes RGB: a BGR-trained checkpoint's channel swap is folded into its stem convolution at
 # lowering (exact, free at run time), so cameras, decoders, RKNN frames and every runtime share one order.
 ARTIFACT_CHANNEL_ORDER = "RGB"
-
-
-CALIBRATIONS = ("minmax", "mse")  # int8 activation ranges (tflite_worker.mse_activation_ranges, RKNN's mmse)
 
 
 @dataclass

@@ -153,7 +153,8 @@ def mse_activation_ranges(calib) -> None:
     def refined(calibrated, *args, **kwargs):
         model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
         graph = model.subgraphs[0]
-        stats = {i: t for i, t in enumerate(graph.tensors) if i not in set(graph.inputs)
+        inputs = set(graph.inputs)
+        stats = {i: t for i, t in enumerate(graph.tensors) if i not in inputs
                  and t.quantization is not None and t.quantization.min is not None
                  and len(t.quantization.min) == 1 and t.quantization.max[0] > t.quantization.min[0]}
         samples = {i: [] for i in stats}
