@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("EDGEFORMER_ARM_TESTS") == "0",
 TFLITE_KEYS = [f"{m}{s}.tflite" for m in ("edgeformer_s", "mobilevit_s") for s in ("", "_int8")]
 # Every artifact on both boards, MobileViT-S int8 on armhf included: tflite-runtime 2.14 (armv7) crashed on it
 # (a per-channel int8 FULLY_CONNECTED with several rows) until int8 exports quantised those weights per tensor.
+INT8_TIE_BAND = 0.5
 CASES = [("aarch64", "edgeformer_s.onnx"), ("aarch64", "mobilevit_s.onnx")] + [
     (board, key) for board in BOARDS for key in ("tiny.tflite", "tiny_int8.tflite", *TFLITE_KEYS)]
 
@@ -101,7 +102,13 @@ def test_predict_on_board_equals_x86(boards, artifacts, board, key):
         # Integer kernels requantise differently per architecture / runtime version: compare as the int8
         # export gate does (x86: ai-edge-litert 2.3; armhf: tflite-runtime 2.14).
         cosine = (reference * logits).sum() / (np.linalg.norm(reference) * np.linalg.norm(logits))
-        assert cosine >= 0.99 and logits.argmax() == reference.argmax()
+        assert cosine >= 0.99
+        # the same top-1 unless x86 itself puts the board's top-1 within the int8 tie band of its own (as
+        # against the official logits, test_official_pipeline.TIE_BAND): these untrained networks at 64 px
+        # have near ties (MobileViT-S on chelsea: 3 classes within 0.22, i.e. 3 output steps, and once an
+        # exact 3-way tie), and armv7 tflite-runtime's int8 kernels round differently from x86 XNNPACK's (one
+        # logit 0.89 apart there)
+        assert reference.max() - reference[logits.argmax()] < INT8_TIE_BAND
     else:
         # float: 1e-4 of the logits' scale (armv7 NEON has no FMA, so sums round differently than on x86)
         assert np.abs(logits - reference).max() <= MAX_ABS * max(1.0, np.abs(reference).max())

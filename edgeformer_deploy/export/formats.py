@@ -72,9 +72,9 @@ def _tflite_build(job, onnx_path, staging, log):
 
 
 def _tflite_runner(path: Path, job):
-    from .tflite_format import VERIFY_ENV, VERIFY_RUNTIME, tflite_runner
+    from .tflite_format import VERIFY_ENV, VERIFY_KERNELS, VERIFY_RUNTIME, tflite_runner
 
-    return tflite_runner(path, job, runtime=VERIFY_RUNTIME, env_name=VERIFY_ENV)
+    return tflite_runner(path, job, runtime=VERIFY_RUNTIME, env_name=VERIFY_ENV, kernels=VERIFY_KERNELS)
 
 
 def _rknn_build(job, onnx_path, staging, log):

@@ -21,7 +21,12 @@ FORBIDDEN_PREFIXES = ("RESIZE_", "GATHER", "FLEX", "CUSTOM")
 # The parity gate runs the artifact in a board's interpreter: tflite-runtime 2.14, what an armv7 board
 # (RK3288) installs, also used on aarch64. The converter environment's ai-edge-litert 2.1 runs int8 MobileViT-S
 # less accurately than both board runtimes (cosine 0.987 vs 0.996 for tflite-runtime 2.14 and ai-edge-litert 2.3).
-VERIFY_ENV, VERIFY_RUNTIME = "tflite-runtime", "tflite_runtime"
+# Its builtin kernels, as the armv7 wheel (built without XNNPACK) runs them: the x86 wheel's XNNPACK picks
+# micro-kernels by the host's ISA, and on an AVX-512 host its fp32 sums put DeepLabv3-EdgeFormer-S 1.3e-5 (of
+# the largest logit) from the float64 model, vs 2.7e-6 on an AVX2 host (BENCHMARKS.md); the builtin kernels
+# 5.1e-6 — the gate then depends on the artifact, not on the machine that exports it. (Its int8 already ran
+# in the builtin kernels: XNNPACK's int8 is opt-in in 2.14.)
+VERIFY_ENV, VERIFY_RUNTIME, VERIFY_KERNELS = "tflite-runtime", "tflite_runtime", "builtin"
 # detection_agreement: final detections with a twin; mask_agreement: pixels of the final masks that agree
 # (export/verify.py) — applied to detectors / segmenters only
 LIMITS = {"fp32": {"max_abs": 1e-4, "cosine": 0.99999, "detection_agreement": 0.99, "mask_agreement": 0.999},
@@ -78,7 +83,8 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
         raise ExportError(f"TFLite graph is not clean: {'; '.join(bad)}")
     outputs = match_outputs(report["outputs"], onnx_outputs(onnx_path))
     section = {"tflite": {"precision": kind, "target": job.target, "converter": _converter_versions(),
-                          "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}",
+                          "verified_with": f"tflite-runtime {_pins(VERIFY_ENV)['tflite-runtime']}, "
+                                           f"{VERIFY_KERNELS} kernels",
                           "gcc_depthwise_filters": [f for f in report["depthwise_filters"] if max(f[1:3]) > 3],
                           **({"calibration": {"images": len(images), "source": str(job.data) if job.data
                                               else "shipped sample photos", "ranges": job.calibration},
@@ -141,16 +147,18 @@ def graph_problems(has_gcc: bool, report: dict, gcc: str = "conv") -> list[str]:
     return problems
 
 
-def tflite_runner(path: Path, job, runtime: str | None = None, env_name: str = "tflite"):
+def tflite_runner(path: Path, job, runtime: str | None = None, env_name: str = "tflite", kernels: str = "xnnpack"):
     """Callable NCHW float32 batch -> every output (dequantised), in the ONNX output order and layout during
-    an export (``job``), else in the interpreter's; run by the interpreter in a managed environment."""
+    an export (``job``), else in the interpreter's; run by the interpreter in a managed environment, with
+    XNNPACK or TFLite's builtin kernels."""
     env = require_env(env_name)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             np.save(tmp / "x.npy", np.ascontiguousarray(x, dtype=np.float32))
-            args = ["run", "--model", str(path), "--inputs", str(tmp / "x.npy"), "--out", str(tmp / "y.npz")]
+            args = ["run", "--model", str(path), "--inputs", str(tmp / "x.npy"), "--out", str(tmp / "y.npz"),
+                    "--kernels", kernels]
             run_in_env(env, WORKER, args + (["--runtime", runtime] if runtime else []), cwd=tmp,
                        log_file=tmp / "run.log")
             with np.load(tmp / "y.npz") as saved:

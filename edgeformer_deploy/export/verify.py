@@ -1,4 +1,4 @@
-"""Parity gate: an exported artifact against the un-lowered PyTorch model, on real photos and noise.
+"""Parity gate: an exported artifact against the un-lowered PyTorch model (in float64), on real photos and noise.
 
 Raw outputs are compared for every task (max-abs, worst per-sample cosine); classifiers also by top-1 /
 top-5 agreement, detectors also by their final detections through the board's own post-processing
@@ -7,6 +7,7 @@ score within DETECTION_SCORE, taken both ways (reference -> artifact and back), 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -52,12 +53,12 @@ class Parity:
 
 @torch.no_grad()
 def reference_outputs(model: nn.Module, inputs: np.ndarray) -> List[np.ndarray]:
-    out = model.eval()(torch.from_numpy(inputs))
+    """The model's outputs computed in float64: the gate then measures the artifact's own rounding, not the
+    sum of it and PyTorch's float32 rounding (which alone moves DeepLabv3-EdgeFormer-S's logits by up to 3e-6 of
+    the largest between batch sizes on one machine)."""
+    with torch.no_grad():
+        out = copy.deepcopy(model).double().eval()(torch.from_numpy(inputs).double())
     return [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
-
-
-def reference_logits(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
-    return reference_outputs(model, inputs)[0]
 
 
 def _cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:

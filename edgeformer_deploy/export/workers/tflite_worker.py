@@ -35,8 +35,8 @@ def convert(args):
     o2t.download_test_image_data = lambda: calib
     if args.int8 and args.dense_per_tensor:
         per_tensor_dense_layers()
-    if args.int8 and args.ranges == "mse":
-        mse_activation_ranges(calib)
+    if args.int8:
+        recalibrate(calib, args.ranges)
     if args.keep:
         skip_other_variants(args.keep)
     if args.keep in ("fp32", "fp16"):
@@ -140,11 +140,20 @@ def _int8_error(values, lo: float, hi: float) -> float:
     return float(np.mean((restored - values) ** 2))
 
 
-def mse_activation_ranges(calib) -> None:
-    """TFLite's calibrator keeps each activation's full [min, max]; one outlier then coarsens every other
-    value's step. Between calibration and quantisation (the converter's ``_mlir_quantize``), run the
-    calibrated float model over the calibration images and give every activation its least-error range
-    (graph inputs keep theirs: they are the board's pixels)."""
+def recalibrate(calib, ranges: str) -> None:
+    """Between calibration and quantisation (the converter's ``_mlir_quantize``), run the calibrated float
+    model over the calibration images in TFLite's reference kernels, every tensor kept, and give each
+    activation its range anew (graph inputs keep theirs: they are the board's pixels):
+
+    - minmax: each tensor's full [min, max], which TFLite's calibrator (TF 2.19) does not deliver: for 51
+      of EdgeFormer-S's tensors it records the range of another tensor (a LOGISTIC output at [-0.28, 1.72] —
+      the SiLU product's range —, an ADD at [-6.05, 6.14] that spans [-1.85, 2.60]: the range of an ADD two
+      ops on), and the others through optimised kernels whose float rounding depends on the host's SIMD
+      code path (1e-7 to 1e-6 apart from the reference kernels'); the reference kernels give every tensor
+      its own range, and the same on every host;
+    - mse: within that, the range with the least int8 error (:func:`mse_range`): one outlier in the full
+      range coarsens every other value's step.
+    """
     from tensorflow.lite.python import lite
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -156,21 +165,25 @@ def mse_activation_ranges(calib) -> None:
         inputs = set(graph.inputs)
         stats = {i: t for i, t in enumerate(graph.tensors) if i not in inputs
                  and t.quantization is not None and t.quantization.min is not None
-                 and len(t.quantization.min) == 1 and t.quantization.max[0] > t.quantization.min[0]}
+                 and len(t.quantization.min) == 1}
+        low, high = {i: np.inf for i in stats}, {i: -np.inf for i in stats}
         samples = {i: [] for i in stats}
         per_image = max(1, SAMPLES_PER_TENSOR // len(calib))
         rng = np.random.default_rng(0)
-        interpreter = _interpreter(bytes(calibrated))
+        interpreter = _interpreter(bytes(calibrated), reference_kernels=True)
         index = interpreter.get_input_details()[0]["index"]
         for image in calib:
             interpreter.set_tensor(index, image[None])
             interpreter.invoke()
             for i in stats:
                 v = interpreter.get_tensor(i).ravel()
-                samples[i].append(v if v.size <= per_image else v[rng.integers(0, v.size, per_image)])
+                low[i], high[i] = min(low[i], float(v.min())), max(high[i], float(v.max()))
+                if ranges == "mse":
+                    samples[i].append(v if v.size <= per_image else v[rng.integers(0, v.size, per_image)])
         for i, tensor in stats.items():
-            lo, hi = mse_range(np.concatenate(samples[i]), float(tensor.quantization.min[0]),
-                               float(tensor.quantization.max[0]))
+            lo, hi = low[i], high[i]
+            if ranges == "mse" and hi > lo:
+                lo, hi = mse_range(np.concatenate(samples[i]), lo, hi)
             tensor.quantization.min = np.array([lo], np.float32)
             tensor.quantization.max = np.array([hi], np.float32)
         return quantize(bytes(flatbuffer_utils.convert_object_to_bytearray(model)), *args, **kwargs)
@@ -178,9 +191,14 @@ def mse_activation_ranges(calib) -> None:
     lite._mlir_quantize = refined
 
 
-def _interpreter(content: bytes):
-    _, Interpreter = _interpreter_class(None)
-    interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True)
+def _interpreter(content: bytes, reference_kernels: bool = False):
+    name, Interpreter = _interpreter_class(None)
+    options = {}
+    if reference_kernels:
+        from importlib import import_module
+
+        options["experimental_op_resolver_type"] = import_module(f"{name}.interpreter").OpResolverType.BUILTIN_REF
+    interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True, **options)
     interpreter.allocate_tensors()
     return interpreter
 
@@ -249,7 +267,13 @@ def _quant(detail):
 
 def run(args):
     runtime, Interpreter = _interpreter_class(args.runtime)
-    interpreter = Interpreter(model_path=args.model, num_threads=args.threads)  # XNNPACK by default
+    options = {}
+    if args.kernels == "builtin":  # TFLite's own kernels, as a build without XNNPACK runs them
+        from importlib import import_module
+
+        resolver = import_module(f"{runtime}.interpreter").OpResolverType
+        options["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=args.model, num_threads=args.threads, **options)
     interpreter.allocate_tensors()
     inp, outs = interpreter.get_input_details()[0], interpreter.get_output_details()
     x = np.load(args.inputs).astype(np.float32).transpose(0, 2, 3, 1)  # NCHW -> NHWC
@@ -309,6 +333,7 @@ def main():
     r.add_argument("--report")
     r.add_argument("--runtime", choices=["ai_edge_litert", "tflite_runtime"])
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--kernels", choices=["xnnpack", "builtin"], default="xnnpack")
     args = parser.parse_args()
     try:
         convert(args) if args.command == "convert" else run(args)
