@@ -1,6 +1,7 @@
 """``edgeformer-bench compare``: export MobileViT-S + EdgeFormer-S, benchmark them, reuse the exports."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -8,7 +9,8 @@ import pytest
 
 from edgeformer_deploy.bench.compare import find_reusable
 from edgeformer_deploy.export.formats import FORMATS
-from edgeformer_deploy.runtime.artifact import sha256
+from edgeformer_deploy.export.pipeline import ExportJob
+from edgeformer_deploy.runtime.artifact import find_manifest, sha256
 from helpers import assert_one_line_error, run_cli
 
 IMGSZ = 64
@@ -64,17 +66,24 @@ def test_reuse_needs_a_matching_manifest_and_file(compared, official_dir, tmp_pa
     folder = tmp_path / "exports"
     shutil.copytree(compared["exports"], folder)
     weights = sha256(official_dir / "edgeformer_s.pt")
-    args = dict(model="edgeformer_s", fmt="onnx", imgsz=IMGSZ, precision="fp32", weights_sha=weights,
-                gcc="matmul", gcc_taps=None, target=None)
-    assert find_reusable(folder, **args) == folder / f"edgeformer_s_{IMGSZ}.onnx"
-    for change in (dict(weights_sha=None), dict(weights_sha="0" * 64), dict(imgsz=96), dict(precision="int8"),
-                   dict(fmt="tflite"), dict(gcc="conv"), dict(model="edgeformer_xs"), dict(gcc_conv_upto=8)):
-        assert find_reusable(folder, **{**args, **change}) is None, change
+    job = ExportJob(model="edgeformer_s", fmt="onnx", imgsz=IMGSZ, weights=official_dir / "edgeformer_s.pt")
+    assert find_reusable(folder, job, weights) == folder / f"edgeformer_s_{IMGSZ}.onnx"
+    assert find_reusable(folder, job, None) is None and find_reusable(folder, job, "0" * 64) is None
+    for change in (dict(imgsz=96), dict(int8=True), dict(fmt="tflite"), dict(gcc="conv"),
+                   dict(model="edgeformer_xs"), dict(fmt="tflite", target="armv7")):
+        assert find_reusable(folder, dataclasses.replace(job, **change), weights) is None, change
+    manifest_path = find_manifest(folder / f"edgeformer_s_{IMGSZ}.onnx")
+    manifest = json.loads(manifest_path.read_text())
+    for name, other in (("silu", "tanh"), ("strided_pad", "concat"), ("pair_conv", "mul_add")):
+        manifest_path.write_text(json.dumps({**manifest, name: other}))  # made with another lowering form
+        assert find_reusable(folder, job, weights) is None, name
+    manifest_path.write_text(json.dumps(manifest))
+    assert find_reusable(folder, job, weights) is not None
     artifact = folder / f"edgeformer_s_{IMGSZ}.onnx"
     data = bytearray(artifact.read_bytes())
     data[-1] ^= 1  # same size, different content: the manifest's sha256 no longer matches
     artifact.write_bytes(bytes(data))
-    assert find_reusable(folder, **args) is None
+    assert find_reusable(folder, job, weights) is None
 
 
 def test_unknown_format_is_one_line(tmp_path):

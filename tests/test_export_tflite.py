@@ -209,6 +209,20 @@ def test_env_list():
     assert result.returncode == 0 and "tflite" in result.stdout and "ready" in result.stdout
 
 
+def test_cpu_target_int8_forms(tmp_path, official_dir):
+    """--target armv7 --int8: the stride-2 convs' zero padding as concatenations (no int8 PAD, which
+    tflite-runtime 2.14 runs at ~17 instructions per element there) and the channel-adaptive pairs as
+    MUL/ADD halves (no reference grouped CONV_2D), measured cheaper on armv7 (BENCHMARKS.md); through the
+    int8 gate like any int8 artifact."""
+    result = run_cli("edgeformer-export", "--format", "tflite", "--int8", "--target", "armv7", "--imgsz", "64",
+                     "--weights", official_dir / "edgeformer_s.pt", "--output", tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    manifest = _manifest(tmp_path / "edgeformer_s_64_armv7_int8.tflite")
+    assert manifest["strided_pad"] == "concat" and manifest["pair_conv"] == "mul_add"
+    assert "PAD" not in manifest["ops"] and "CONCATENATION" in manifest["ops"]
+    assert manifest["parity"]["cosine"] >= 0.99
+
+
 def test_cpu_target_picks_the_measured_gcc_formulation(tmp_path, official_dir):
     """--target rk3288 = armv7, where the circulant MatMul measured cheaper than the depthwise chunks
     (tflite-runtime 2.14 without XNNPACK) except on 8x8 maps; the manifest says what was chosen and on what

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgeformer_deploy.export.lowering import (GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock, MatMulLayerNorm,
-                                               PairMulAdd, TanhSiLU, circulant, lower_model,
+from edgeformer_deploy.export.lowering import (ConcatZeroPad, GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock,
+                                               MatMulLayerNorm, PairMulAdd, TanhSiLU, circulant, lower_model,
                                                pair_halves_order)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
@@ -82,6 +82,24 @@ def test_pair_mul_add_reproduces_official_logits(official_io):
         order = pair_halves_order(8)
         halves = PairMulAdd(conv, halves=True)(x[:, order])
         assert order.tolist() == [0, 2, 4, 6, 1, 3, 5, 7] and (halves - conv(x)).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["edgeformer_s", "mobilevit_s"])
+def test_concat_zero_pad_reproduces_official_logits(official_io, name):
+    """armv7 int8's form of a strided conv's zero padding: zero rows and columns concatenated around the map,
+    then the conv unpadded — the five stride-2 3x3 convs of both models (stem and the down-sampling
+    depthwise convs; stride-1 convs keep their padding), and the official logits still."""
+    model, io = official_io[name]
+    lowered = lower_model(model, 256, "matmul", strided_pad="concat")
+    pads = [m for m in lowered.modules() if isinstance(m, ConcatZeroPad)]
+    assert len(pads) == 5 and all(p.conv.padding == (0, 0) and p.conv.stride == (2, 2) for p in pads)
+    assert all(m.padding == (0, 0) or m.stride == (1, 1) for m in lowered.modules() if isinstance(m, nn.Conv2d))
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(4, 6, 3, 2, 1), torch.randn(2, 4, 10, 10)
+    with torch.no_grad():
+        assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
+        reference = conv(x)
+        assert (ConcatZeroPad(conv)(x) - reference).abs().max().item() <= 1e-6
 
 
 def test_gcc_formulation_per_map_size(official_io):

@@ -28,10 +28,12 @@ def wanted_precision(int8: bool, half: bool) -> str:
     return "int8" if int8 else "fp16" if half else "fp32"
 
 
-def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str, weights_sha: Optional[str],
-                  gcc: Optional[str], gcc_taps: Optional[int], target: Optional[str],
-                  trained_channel_order: Optional[str] = None, gcc_conv_upto: int = 0) -> Optional[Path]:
-    """An artifact in ``output`` whose manifest matches the export that would be made, else None."""
+def find_reusable(output: Path, job, weights_sha: Optional[str]) -> Optional[Path]:
+    """An artifact in ``output`` whose manifest matches what ``job`` (an ``export.pipeline.ExportJob``) would
+    export: model, format, size, precision, weights, GCC formulation and every lowering form."""
+    from ..export.formats import LOWERING_DEFAULTS
+
+    model, fmt, imgsz, target = job.model, job.fmt, job.imgsz, job.target
     if not output.is_dir():
         return None
     for manifest_path in sorted(output.glob(f"{model}_{imgsz}*.json")):  # both manifest layouts
@@ -48,13 +50,15 @@ def find_reusable(output: Path, model: str, fmt: str, imgsz: int, precision: str
         # manifests from before the field fed the checkpoint what the artifact took (RGB)
         trained = pre.get("trained_channel_order", pre.get("channel_order", "RGB"))
         checks = [manifest.get("model") == model, manifest.get("format") == fmt, manifest.get("imgsz") == imgsz,
-                  artifact_precision(manifest, path) == precision, have_sha == weights_sha,
+                  artifact_precision(manifest, path) == job.precision, have_sha == weights_sha,
                   manifest.get("batch", 1) == 1,
-                  gcc is None or manifest.get("gcc", gcc) == gcc,
-                  gcc_taps is None or manifest.get("gcc_max_taps", gcc_taps) == gcc_taps,
-                  manifest.get("gcc_conv_upto", 0) == gcc_conv_upto,  # older manifests: one formulation
+                  manifest.get("gcc", job.gcc_formulation) == job.gcc_formulation,
+                  manifest.get("gcc_max_taps", job.gcc_max_taps) == job.gcc_max_taps,
+                  manifest.get("gcc_conv_upto", 0) == job.gcc_conv_upto,  # older manifests: one formulation
                   target is None or target in (manifest.get("target"), section.get("target")),
-                  trained_channel_order is None or trained == trained_channel_order]
+                  trained == job.trained_channel_order]
+        checks += [manifest.get(name, LOWERING_DEFAULTS.get(name, "native")) == form
+                   for name, form in job.lowering_forms.items()]
         if not all(checks):
             continue
         try:
@@ -118,9 +122,7 @@ def prepare_artifacts(*, fmt: str, imgsz: Optional[int], int8: bool, half: bool,
         job = ExportJob(model=model, weights=weights.get(model), fmt=fmt, imgsz=imgsz, output=output,
                         int8=int8, half=half, data=data, **extra)
         weights_sha = sha256(Path(job.weights)) if job.weights is not None else None
-        found = None if reexport else find_reusable(output, model, fmt, imgsz, precision, weights_sha,
-                                                     job.gcc_formulation, job.gcc_max_taps, target,
-                                                     job.trained_channel_order, job.gcc_conv_upto)
+        found = None if reexport else find_reusable(output, job, weights_sha)
         if found is not None:
             log(f"reusing {found} (manifest matches: {fmt}, {imgsz}x{imgsz}, {precision}, "
                 f"{'weights ' + weights_sha[:12] if weights_sha else 'random weights'})")

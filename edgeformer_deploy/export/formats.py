@@ -109,6 +109,11 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
 CALIBRATIONS = ("minmax", "mse")
 
 
+# what an artifact without a --target (or a target without an entry) gets: lowering.SILU_FORMS,
+# PAIR_CONV_FORMS, STRIDED_PAD_FORMS; manifests from before a field was recorded had its default
+LOWERING_DEFAULTS = {"silu": "native", "pair_conv": "conv", "strided_pad": "conv"}
+
+
 @dataclass(frozen=True)
 class CpuTarget:
     """A TFLite artifact's ARM CPU class (``--format tflite --target``): per precision, the GCC formulation
@@ -118,8 +123,9 @@ class CpuTarget:
     runtime: str
     gcc: dict  # precision -> (formulation, max taps)
     measured: dict  # precision -> the measurement behind the choice, recorded in the manifest
-    silu: dict = field(default_factory=dict)  # precision -> SiLU form (lowering.SILU_FORMS); default native
-    pair_conv: dict = field(default_factory=dict)  # precision -> lowering.PAIR_CONV_FORMS; default conv
+    silu: dict = field(default_factory=dict)  # precision -> SiLU form (default: LOWERING_DEFAULTS)
+    pair_conv: dict = field(default_factory=dict)  # precision -> pair-conv form
+    strided_pad: dict = field(default_factory=dict)  # precision -> strided convs' zero-padding form
     conv_upto: dict = field(default_factory=dict)  # precision -> GCC maps up to this size as conv (lower_model)
 
     def choice(self, precision: str) -> tuple:
@@ -138,13 +144,18 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
               measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G); "
                                  "with the 8x8 maps as conv 1,521.50 M vs all matmul 1,523.58 M, 16x16 too 1,530.10 M",
                         "fp16": "fp32 arithmetic on armv7 (no FP16 unit): the fp32 choice",
-                        "int8": "Cortex-A15: matmul 1.205 G vs conv/16 taps 1.240 G instructions (floor 1.138 G)"},
+                        "int8": "Cortex-A15: matmul 1.205 G vs conv/16 taps 1.240 G instructions (floor 1.138 G); "
+                                "strided convs' padding as concatenated zeros and the channel-adaptive pairs as "
+                                "MUL/ADD halves: 1.205 G -> 1.115 G"},
               # float SiLU as tanh: EdgeFormer-S 1.603 G -> 1.538 G, MobileViT-S 2.044 G -> 1.973 G; the grouped
               # channel-adaptive convs (a reference kernel here) as slices + MUL/ADD: EdgeFormer-S 1.538 -> 1.524 G,
               # and with the GCC stack's channels reordered so those slices are halves (no stride-2 reference
-              # STRIDED_SLICE): 1,521.50 -> 1,519.04 M
-              silu={"fp32": "tanh", "fp16": "tanh"}, pair_conv={"fp32": "mul_add", "fp16": "mul_add"},
-              conv_upto={"fp32": 8, "fp16": 8}),
+              # STRIDED_SLICE): 1,521.50 -> 1,519.04 M. int8: the same pairs (reference ConvPerChannel 19.5 M -> 0)
+              # and the stride-2 convs' PAD (int8 pad::EvalInt, 70 M) as CONCATENATIONs of zeros: 1.205 -> 1.115 G;
+              # in fp32 that PAD is a memcpy and the concatenations cost more (1,519.04 -> 1,523.30 M)
+              silu={"fp32": "tanh", "fp16": "tanh"},
+              pair_conv={"fp32": "mul_add", "fp16": "mul_add", "int8": "mul_add"},
+              conv_upto={"fp32": 8, "fp16": 8}, strided_pad={"int8": "concat"}),
 )}
 # boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores
 TFLITE_TARGET_ALIASES = {"rk3288": "armv7", **{chip: "aarch64" for chip in (

@@ -333,6 +333,7 @@ def fold_channel_swap(model: nn.Module) -> None:
 LAYER_NORMS = ("native", "matmul")
 SILU_FORMS = ("native", "tanh")
 PAIR_CONV_FORMS = ("conv", "mul_add")
+STRIDED_PAD_FORMS = ("conv", "concat")
 
 
 class PairMulAdd(nn.Module):
@@ -417,6 +418,33 @@ def _pair_conv_as_halves(frame: OuterFrame) -> None:
         frame.channel_adaptive = pair
 
 
+class ConcatZeroPad(nn.Module):
+    """The zero padding of a strided conv as constant zero rows and columns concatenated around the map (the
+    same values). TensorFlow's SAME padding is asymmetric for stride 2, so onnx2tf writes PyTorch's symmetric
+    padding of a stride-2 conv as a PAD op, which tflite-runtime 2.14 runs in int8 at ~17 instructions per
+    element on armv7 (70 M of EdgeFormer-S int8; BENCHMARKS.md); int8 CONCATENATION is a row-wise memcpy."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.pad_h, self.pad_w = conv.padding
+        conv.padding = (0, 0)
+        self.conv = conv
+
+    @staticmethod
+    def applies_to(module: nn.Module) -> bool:
+        return (isinstance(module, nn.Conv2d) and module.stride != (1, 1) and module.padding_mode == "zeros"
+                and isinstance(module.padding, tuple) and module.padding != (0, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_w:  # (static shapes once traced: the zeros are constants)
+            side = torch.zeros(x.shape[0], x.shape[1], x.shape[2], self.pad_w, dtype=x.dtype)
+            x = torch.cat((side, x, side), dim=3)
+        if self.pad_h:
+            side = torch.zeros(x.shape[0], x.shape[1], self.pad_h, x.shape[3], dtype=x.dtype)
+            x = torch.cat((side, x, side), dim=2)
+        return self.conv(x)
+
+
 class TanhSiLU(nn.Module):
     """``x * sigmoid(x)`` as ``h + h * tanh(h)`` with ``h = x / 2`` (the same function): tflite-runtime 2.14
     on armv7 runs TANH in Eigen's vectorised kernel and LOGISTIC in a slower one of its own (BENCHMARKS.md)."""
@@ -429,7 +457,7 @@ class TanhSiLU(nn.Module):
 @torch.no_grad()
 def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None,
                 swap_input_channels: bool = False, layer_norm: str = "native", silu: str = "native",
-                pair_conv: str = "conv", conv_upto: int = 0) -> nn.Module:
+                pair_conv: str = "conv", conv_upto: int = 0, strided_pad: str = "conv") -> nn.Module:
     """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
 
     ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
@@ -438,6 +466,7 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     folds an RGB <-> BGR swap into the stem convolution. ``layer_norm="matmul"`` writes every LayerNorm as
     matrix products (``MatMulLayerNorm``; for full-integer runtimes); ``silu="tanh"`` writes SiLU with tanh;
     ``pair_conv="mul_add"`` writes grouped 1x1 convs of two inputs per group as products (``PairMulAdd``).
+    ``strided_pad="concat"`` writes the zero padding of strided convs as concatenated zeros (``ConcatZeroPad``).
     ``conv_upto``: GCCs on maps of at most that many pixels per side take the ``conv`` formulation whatever
     ``gcc`` says (a per-size choice: on armv7 an 8x8 map is cheaper as a depthwise conv, BENCHMARKS.md).
     """
@@ -449,6 +478,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
         raise ExportError(f"unknown SiLU form {silu!r}; choose one of: {', '.join(SILU_FORMS)}")
     if pair_conv not in PAIR_CONV_FORMS:
         raise ExportError(f"unknown pair-conv form {pair_conv!r}; choose one of: {', '.join(PAIR_CONV_FORMS)}")
+    if strided_pad not in STRIDED_PAD_FORMS:
+        raise ExportError(f"unknown strided-pad form {strided_pad!r}; choose one of: {', '.join(STRIDED_PAD_FORMS)}")
     model = copy.deepcopy(model).eval()
     if swap_input_channels:
         fold_channel_swap(model)
@@ -470,6 +501,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
         for frame in [m for m in model.modules() if isinstance(m, OuterFrame)]:
             _pair_conv_as_halves(frame)
         _replace(model, lambda m: PairMulAdd(m) if PairMulAdd.applies_to(m) else None)  # any others
+    if strided_pad == "concat":
+        _replace(model, lambda m: ConcatZeroPad(m) if ConcatZeroPad.applies_to(m) else None)
     return model
 
 

@@ -18,7 +18,7 @@ from ..errors import ExportError
 from ..runtime.artifact import legacy_manifest_path, read_json_object
 from ..runtime.preprocess import CHANNEL_ORDERS
 from .commit import commit
-from .formats import CALIBRATIONS, FORMATS, BuildResult
+from .formats import CALIBRATIONS, FORMATS, LOWERING_DEFAULTS, BuildResult
 
 MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC/MobileViT blocks
 # Largest input size accepted: --imgsz 4096 was past 8 GB of memory after 150 s; EdgeFormer-S at 1024 (stage-3
@@ -97,6 +97,17 @@ class ExportJob:
         if not target or (self.gcc is not None and self.gcc != target.choice(self.precision)[0]):
             return 0
         return target.conv_upto.get(self.precision, 0)
+
+    @property
+    def lowering_forms(self) -> dict:
+        """The lowering's per-target op forms (``lower_model`` keyword -> form; the manifest records each)."""
+        forms = {"layer_norm": FORMATS[self.fmt].int8_layer_norm if self.int8 else "native", **LOWERING_DEFAULTS}
+        target = self.cpu_target
+        if target:
+            for name, table in (("silu", target.silu), ("pair_conv", target.pair_conv),
+                                ("strided_pad", target.strided_pad)):
+                forms[name] = table.get(self.precision, forms[name])
+        return forms
 
     @property
     def spec(self):
@@ -282,11 +293,9 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
         if swap:
             log(f"folding the {job.trained_channel_order} -> {ARTIFACT_CHANNEL_ORDER} channel swap into the stem "
                 f"convolution (the artifact takes {ARTIFACT_CHANNEL_ORDER})")
-        layer_norm = fmt.int8_layer_norm if job.int8 else "native"
-        silu = job.cpu_target.silu.get(job.precision, "native") if job.cpu_target else "native"
-        pair_conv = job.cpu_target.pair_conv.get(job.precision, "conv") if job.cpu_target else "conv"
+        forms = job.lowering_forms
         lowered = lower_model(model, job.imgsz, job.gcc_formulation, job.gcc_max_taps, swap_input_channels=swap,
-                              layer_norm=layer_norm, silu=silu, pair_conv=pair_conv, conv_upto=job.gcc_conv_upto)
+                              conv_upto=job.gcc_conv_upto, **forms)
         onnx_path = staging / f"{job.stem}.onnx"
         names = graph_names = OUTPUT_NAMES[spec.task]
         levels = spec.task == "detection" and fmt.detection_outputs == "levels"
@@ -352,8 +361,7 @@ def run_export(job: ExportJob, log: Callable[[str], None] = print) -> Path:
             ops=built.ops or ops, parity=parity, weights=weights,
             versions=package_versions("torch", "onnx", "onnxruntime", "onnxsim", *built.versions),
             extra={"opset": job.opset, "exporter": job.exporter, "batch": batch, "gcc": job.gcc_formulation,
-                   "gcc_max_taps": job.gcc_max_taps, "layer_norm": layer_norm, "silu": silu,
-                   "pair_conv": pair_conv, "gcc_conv_upto": job.gcc_conv_upto,
+                   "gcc_max_taps": job.gcc_max_taps, **forms, "gcc_conv_upto": job.gcc_conv_upto,
                    **({"cpu_target": {"name": job.cpu_target.name, "runtime": job.cpu_target.runtime,
                                       "gcc_measured": job.cpu_target.measured[job.precision]}}
                       if job.cpu_target else {}), "export_seconds": round(time.perf_counter() - started, 2),
