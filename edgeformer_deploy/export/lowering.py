@@ -427,8 +427,8 @@ class ConcatZeroPad(nn.Module):
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         self.pad_h, self.pad_w = conv.padding
-        conv.padding = (0, 0)
-        self.conv = conv
+        self.conv = copy.deepcopy(conv)
+        self.conv.padding = (0, 0)
 
     @staticmethod
     def applies_to(module: nn.Module) -> bool:
