@@ -1,6 +1,7 @@
 """Shared test helpers (not fixtures): running console scripts, making random models non-trivial."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from edgeformer_deploy.runtime.artifact import manifest_path
 
 
 def script(name: str) -> str:
@@ -70,6 +73,11 @@ def assert_same_detections(found, labels, scores, boxes) -> None:
     one = np.spacing(np.float32(1))  # 1.19e-7: float32 resolution of a probability
     assert np.abs(found.scores.astype(np.float64) - scores).max() <= one
     assert np.abs(found.boxes - boxes).max() <= 2 * one
+
+
+def read_manifest(artifact: Path) -> dict:
+    """The manifest (JSON) of an exported artifact."""
+    return json.loads(manifest_path(artifact).read_text())
 
 
 def official_io(folder: Path, name: str) -> dict:
