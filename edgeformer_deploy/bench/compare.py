@@ -57,7 +57,7 @@ def find_reusable(output: Path, job, weights_sha: Optional[str]) -> Optional[Pat
                   manifest.get("gcc_conv_upto", 0) == job.gcc_conv_upto,  # older manifests: one formulation
                   target is None or target in (manifest.get("target"), section.get("target")),
                   trained == job.trained_channel_order]
-        checks += [manifest.get(name, LOWERING_DEFAULTS.get(name, "native")) == form
+        checks += [manifest.get(name, LOWERING_DEFAULTS[name]) == form
                    for name, form in job.lowering_forms.items()]
         if not all(checks):
             continue

@@ -109,9 +109,10 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
 CALIBRATIONS = ("minmax", "mse")
 
 
-# what an artifact without a --target (or a target without an entry) gets: lowering.SILU_FORMS,
-# PAIR_CONV_FORMS, STRIDED_PAD_FORMS; manifests from before a field was recorded had its default
-LOWERING_DEFAULTS = {"silu": "native", "pair_conv": "conv", "strided_pad": "conv"}
+# what an artifact without a --target (or a target without an entry) gets: lowering.LAYER_NORMS (int8 formats:
+# their int8_layer_norm), SILU_FORMS, PAIR_CONV_FORMS, STRIDED_PAD_FORMS; manifests from before a field was
+# recorded had its default
+LOWERING_DEFAULTS = {"layer_norm": "native", "silu": "native", "pair_conv": "conv", "strided_pad": "conv"}
 
 
 @dataclass(frozen=True)

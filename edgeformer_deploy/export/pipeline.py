@@ -101,7 +101,9 @@ class ExportJob:
     @property
     def lowering_forms(self) -> dict:
         """The lowering's per-target op forms (``lower_model`` keyword -> form; the manifest records each)."""
-        forms = {"layer_norm": FORMATS[self.fmt].int8_layer_norm if self.int8 else "native", **LOWERING_DEFAULTS}
+        forms = dict(LOWERING_DEFAULTS)
+        if self.int8:
+            forms["layer_norm"] = FORMATS[self.fmt].int8_layer_norm
         target = self.cpu_target
         if target:
             for name, table in (("silu", target.silu), ("pair_conv", target.pair_conv),
