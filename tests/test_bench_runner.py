@@ -263,9 +263,22 @@ def test_run_path_imports_no_torch_and_no_matplotlib(pair, tmp_path):
     assert not log.exists(), log.read_text()  # nothing even tried to import them
 
 
+BOARD_SIDE = [*(BENCH / f"{name}.py" for name in ("runner", "rss", "system", "schema", "marker", "display", "cli",
+                                                   "__init__")),
+              *sorted((REPO_ROOT / "edgeformer_deploy" / "runtime").glob("*.py"))]
+
+
 def test_board_side_modules_parse_as_python_3_9():
-    for name in ("runner", "rss", "system", "schema", "marker", "display", "cli", "__init__"):
-        source = (BENCH / f"{name}.py").read_text()
+    for path in BOARD_SIDE:
+        source = path.read_text()
         ast.parse(source, feature_version=(3, 9))
-        if name != "__init__":  # PEP 604/585 annotations stay strings on 3.9
-            assert "from __future__ import annotations" in source, name
+        if path.name != "__init__.py":  # PEP 604/585 annotations stay strings on 3.9
+            assert "from __future__ import annotations" in source, path.name
+
+
+def test_board_side_uses_no_api_newer_than_python_3_9():
+    """vermin checks every call and keyword against the stdlib version that introduced it (e.g. zip(strict=)
+    is 3.10) — what ast.parse's grammar check cannot see."""
+    result = subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "--no-tips",
+                             "--violations", "-t=3.9-", *map(str, BOARD_SIDE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
