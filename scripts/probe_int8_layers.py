@@ -1,7 +1,7 @@
 """Where does int8 lose a model? TFLite's QuantizationDebugger on the exact graph our TFLite export converts.
 
     python scripts/probe_int8_layers.py --model ssd_edgeformer_s --weights W.pt [--imgsz 320] [--data DIR]
-        [--float small:1024 first:20 first:60 first:175 last:175]
+        [--calibration minmax|mse] [--float small:1024 first:20 first:60 first:175 last:175]
 
 1. runs ``edgeformer-export --format tflite --int8`` (gate off) and keeps the lowered ONNX and the calibration
    array the converter worker receives;
@@ -9,6 +9,9 @@
    written to ``<work>/layer_stats.csv``), then for each ``--float`` set (``small:N`` = ops with <= N outputs,
    ``first:N`` / ``last:N`` = the first / last N ops in graph order) a selectively quantised model and its worst
    cosine vs the fp32 TFLite over the calibration images + 4 noise images (float I/O).
+
+Every quantisation here takes its activation ranges as the export's does (``tflite_worker.refine_ranges``:
+measured in TFLite's reference kernels, ``--calibration`` minmax or mse), not TF's calibrator's.
 """
 from __future__ import annotations
 
@@ -27,8 +30,21 @@ import onnx2tf.onnx2tf as o2t
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-work, sets = sys.argv[1], sys.argv[2:]
+work, workers, ranges, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 calib = np.load(os.path.join(work, "calib.npy")).astype(np.float32)
+sys.path.insert(0, workers)
+import tflite_worker
+from tensorflow.lite.python import convert as tf_convert
+
+quantize, refined = tf_convert.mlir_quantize, {}
+
+def mlir_quantize(calibrated, *args, **kwargs):  # what the debugger calls: the export's ranges first
+    key = hash(bytes(calibrated))
+    if key not in refined:
+        refined[key] = tflite_worker.refine_ranges(calibrated, calib, ranges)
+    return quantize(refined[key], *args, **kwargs)
+
+tf_convert.mlir_quantize = mlir_quantize
 o2t.download_test_image_data = lambda: calib
 saved = os.path.join(work, "saved_model")
 onnx2tf.convert(input_onnx_file_path=os.path.join(work, "model.onnx"), output_folder_path=saved,
@@ -91,6 +107,7 @@ def main() -> None:
     parser.add_argument("--weights", required=True, type=Path)
     parser.add_argument("--imgsz", type=int)
     parser.add_argument("--data", type=Path, help="calibration folder (default: the shipped photos)")
+    parser.add_argument("--calibration", choices=["minmax", "mse"], default="minmax")
     parser.add_argument("--float", nargs="*", default=["small:1024", "first:20", "first:60", "first:175", "last:175"])
     parser.add_argument("--work", type=Path, help="keep the files here (default: a temporary folder)")
     args = parser.parse_args()
@@ -110,7 +127,7 @@ def main() -> None:
 
     tflite_format.run_worker = keep_inputs
     export = ["--model", args.model, "--weights", str(args.weights), "--format", "tflite", "--int8",
-              "--min-cosine", "0", "--output", str(work / "export")]
+              "--calibration", args.calibration, "--min-cosine", "0", "--output", str(work / "export")]
     export += ["--imgsz", str(args.imgsz)] if args.imgsz else []
     export += ["--data", str(args.data)] if args.data else []
     try:
@@ -118,7 +135,9 @@ def main() -> None:
     except SystemExit as exc:
         if exc.code:
             sys.exit(exc.code)
-    subprocess.run([str(require_env("tflite").python), "-c", PROBE, str(work), *args.float], check=True)
+    workers = Path(tflite_format.__file__).parent / "workers"
+    subprocess.run([str(require_env("tflite").python), "-c", PROBE, str(work), str(workers), args.calibration,
+                    *args.float], check=True)
     print(f"files in {work}")
 
 

@@ -192,3 +192,30 @@ def test_detection_and_mask_post_processing_on_board_are_official(boards, board,
     assert np.array_equal(got["agnostic_labels"], x86.labels) and len(x86) == 50
     assert np.abs(got["agnostic_scores"] - x86.scores).max() <= one
     assert np.array_equal(got["mask"], photo["mask"].numpy())
+
+
+@pytest.mark.parametrize("gcc", ["conv", "matmul"])
+def test_fp16_artifact_runs_on_an_fp16_core(boards, official_dir, tmp_path, gcc):
+    """The emulated Cortex-A76 has ARMv8.2 FP16 arithmetic. With the GCC as depthwise convs the artifact allows
+    it and XNNPACK computes in fp16 there (cosine >= 0.999 vs x86's fp32 from the same fp16 weights); with the
+    GCC as circulant MatMuls it must not allow it: XNNPACK then failed to prepare the BATCH_MATMULs and the
+    artifact did not load on the board at all."""
+    result = run_cli("edgeformer-export", "--model", "edgeformer_s", "--weights", official_dir / "edgeformer_s.pt",
+                     "--format", "tflite", "--imgsz", 64, "--half", "--gcc", gcc, "--output", tmp_path,
+                     timeout=900, offline=True)
+    assert result.returncode == 0, result.stderr
+    model = tmp_path / "edgeformer_s_64_fp16.tflite"
+    allowed = json.loads(manifest_path(model).read_text())["tflite"]["fp16_arithmetic"]
+    assert allowed.startswith("allowed" if gcc == "conv" else "not allowed")
+    image = sample_images()[1]
+    x86 = run_cli("edgeformer-predict", image, "--model", model, "--json", "--logits")
+    assert x86.returncode == 0, x86.stderr
+    arm = on_board(boards["aarch64"], "-m", "edgeformer_deploy.runtime.cli", image, "--model", model, "--json",
+                   "--logits")
+    assert arm.returncode == 0, arm.stderr
+    reference, logits = (np.float64(json.loads(r.stdout)["logits"]) for r in (x86, arm))
+    if gcc == "conv":
+        assert (reference @ logits) / (np.linalg.norm(reference) * np.linalg.norm(logits)) >= 0.999
+        assert not np.array_equal(reference, logits)  # fp16 arithmetic really happened
+    else:
+        assert np.abs(logits - reference).max() <= MAX_ABS * max(1.0, np.abs(reference).max())

@@ -38,6 +38,19 @@ def test_cpu_target_picks_the_measured_gcc_formulation(tmp_path, official_dir):
     assert manifest["parity"]["max_abs"] <= 1e-4 and "TRANSPOSE" in manifest["ops"]
 
 
+def test_aarch64_target_cuts_gcc_kernels_for_xnnpack_25_tap_depthwise(tmp_path, official_dir):
+    """--target rk3588 --half: the GCC as depthwise chunks of <= 25 taps (XNNPACK's unipass kernel; measured
+    cheaper on the A76 than 16 or 9 taps), with fp16 arithmetic allowed. At 256 the 32-wide kernels become 25 + 7."""
+    result = run_cli("edgeformer-export", "--format", "tflite", "--half", "--target", "rk3588", "--weights",
+                     official_dir / "edgeformer_s.pt", "--output", tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    manifest = _manifest(tmp_path / "edgeformer_s_256_aarch64_fp16.tflite")
+    assert manifest["gcc"] == "conv" and manifest["gcc_max_taps"] == 25
+    taps = {max(f[1:3]) for f in manifest["tflite"]["gcc_depthwise_filters"]}
+    assert max(taps) == 25 and 7 in taps
+    assert manifest["tflite"]["fp16_arithmetic"].startswith("allowed")
+
+
 def _activation_ranges(path) -> dict[str, tuple[float, float]]:
     """Every per-tensor int8 activation range of an artifact, by tensor name."""
     from ai_edge_litert.interpreter import Interpreter

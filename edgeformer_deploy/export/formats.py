@@ -134,12 +134,17 @@ class CpuTarget:
 
 
 TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
-    # int8: the circulant MatMul's int8 BATCH_MATMUL runs in TFLite's reference kernel (not XNNPACK)
+    # int8: the circulant MatMul's int8 BATCH_MATMUL runs in TFLite's reference kernel (not XNNPACK); fp16: XNNPACK
+    # cannot run it in fp16 arithmetic at all (tflite_format.FP16_ARITHMETIC_MATMUL). Chunks of <= 25 taps fit
+    # XNNPACK's unipass 25-tap depthwise kernel (a 16-tap chunk wastes 9 of its 25 taps; a 32-tap kernel is an IGEMM)
     CpuTarget("aarch64", "ai-edge-litert 2.3 (XNNPACK)",
-              gcc={"fp32": ("matmul", None), "fp16": ("conv", 16), "int8": ("conv", 16)},
-              measured={"fp32": "Cortex-A76: matmul 720.0 M vs conv/16 taps 743.2 M instructions (floor 699.0 M)",
-                        "fp16": "not measured in fp16 arithmetic: the fp32 build's earlier default (conv/16 taps)",
-                        "int8": "Cortex-A76: conv/16 taps 253.8 M vs matmul 369.2 M instructions (floor 216.2 M)"}),
+              gcc={"fp32": ("matmul", None), "fp16": ("conv", 25), "int8": ("conv", 25)},
+              measured={"fp32": "Cortex-A76: matmul 720.0 M vs conv/16 taps 743.2 M, conv/25 734.7 M, conv/9 740.0 M "
+                                 "instructions (floor 699.0 M)",
+                        "fp16": "Cortex-A76, fp16 arithmetic: conv/25 taps 383.8 M vs conv/16 388.3 M, conv/9 386.2 M "
+                                "instructions; matmul does not load in fp16 arithmetic (720.1 M in fp32)",
+                        "int8": "Cortex-A76: conv/25 taps 246.6 M vs conv/16 253.8 M, conv/9 253.4 M, unsplit 531.7 M, "
+                                "matmul 369.2 M instructions (floor 216.2 M)"}),
     CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)",
               gcc={"fp32": ("matmul", None), "fp16": ("matmul", None), "int8": ("matmul", None)},
               measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G); "

@@ -41,6 +41,16 @@ INT8_RECIPE = {"activations": "int8 per tensor", "conv_weights": "int8 per chann
 # fp16 artifacts carry TFLite's reduced_precision_support metadata ("fp16accfp16"): XNNPACK then computes in fp16
 # on cores with ARMv8.2 FP16 arithmetic and in fp32 (from the fp16 weights) everywhere else.
 FP16_ARITHMETIC = "allowed: XNNPACK computes in fp16 on ARMv8.2 FP16 cores (Cortex-A55/A76), fp32 elsewhere"
+# ...except with the GCC as circulant MatMuls: ai-edge-litert 2.3's XNNPACK delegate claims their BATCH_MATMULs
+# (a constant operand) in fp16 mode and then fails to prepare them, so on an FP16 core such an artifact does not
+# load at all (emulated Cortex-A76, BENCHMARKS.md); without the metadata it loads and computes in fp32.
+FP16_ARITHMETIC_MATMUL = ("not allowed: ai-edge-litert's XNNPACK cannot run the GCC's circulant BATCH_MATMULs in "
+                          "fp16 (the artifact would not load on FP16 cores); fp32 from the fp16 weights everywhere")
+
+
+def fp16_arithmetic(job) -> bool:
+    """Whether an fp16 artifact may carry the fp16-arithmetic metadata (see FP16_ARITHMETIC_MATMUL)."""
+    return not (job.spec.has_gcc and job.gcc_formulation == "matmul")
 
 
 def artifact_name(job) -> str:
@@ -69,10 +79,13 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
     calib = work / "calibration.npy"
     np.save(calib, calibration_tensor(images, job.imgsz, job.spec.resize))
     log(f"converting to TFLite {kind} with onnx2tf")
+    if kind == "fp16" and not fp16_arithmetic(job):
+        log("note: the GCC is a circulant MatMul, which XNNPACK cannot run in fp16 arithmetic: this artifact computes "
+            "in fp32 from its fp16 weights on every CPU (--gcc conv allows fp16 arithmetic)")
     run_worker(env, WORKER, ["convert", "--onnx", str(onnx_path), "--out", str(work), "--calib", str(calib),
                              "--keep", kind]
                + {"int8": ["--int8", "--dense-per-tensor", "--ranges", job.calibration],
-                  "fp16": ["--fp16-inference"]}.get(kind, []),
+                  "fp16": ["--fp16-inference"] if fp16_arithmetic(job) else []}.get(kind, []),
                work, job, "convert")
     produced = json.loads((work / "converted.json").read_text())
     artifact = staging / artifact_name(job)
@@ -89,7 +102,8 @@ def build(job, onnx_path: Path, staging: Path, log: Callable[[str], None]):
                           **({"calibration": {"images": len(images), "source": str(job.data) if job.data
                                               else "shipped sample photos", "ranges": job.calibration},
                               "quantization": INT8_RECIPE} if kind == "int8" else {}),
-                          **({"fp16_arithmetic": FP16_ARITHMETIC} if kind == "fp16" else {})}}
+                          **({"fp16_arithmetic": FP16_ARITHMETIC if fp16_arithmetic(job) else FP16_ARITHMETIC_MATMUL}
+                             if kind == "fp16" else {})}}
     return BuildResult(artifact, ops=report["ops"], input={**report["input"], "layout": "NHWC"},
                        # the ONNX (task) name, and the interpreter's own tensor name the board looks it up by
                        outputs=[{**spec, "name": onnx["name"], "tensor": spec["name"],

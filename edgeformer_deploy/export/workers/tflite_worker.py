@@ -155,40 +155,44 @@ def recalibrate(calib, ranges: str) -> None:
       range coarsens every other value's step.
     """
     from tensorflow.lite.python import lite
-    from tensorflow.lite.tools import flatbuffer_utils
 
     quantize = lite._mlir_quantize
+    lite._mlir_quantize = lambda calibrated, *args, **kwargs: quantize(refine_ranges(calibrated, calib, ranges),
+                                                                       *args, **kwargs)
 
-    def refined(calibrated, *args, **kwargs):
-        model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
-        graph = model.subgraphs[0]
-        inputs = set(graph.inputs)
-        stats = {i: t for i, t in enumerate(graph.tensors) if i not in inputs
-                 and t.quantization is not None and t.quantization.min is not None
-                 and len(t.quantization.min) == 1}
-        low, high = {i: np.inf for i in stats}, {i: -np.inf for i in stats}
-        samples = {i: [] for i in stats}
-        per_image = max(1, SAMPLES_PER_TENSOR // len(calib))
-        rng = np.random.default_rng(0)
-        interpreter = _interpreter(bytes(calibrated), reference_kernels=True)
-        index = interpreter.get_input_details()[0]["index"]
-        for image in calib:
-            interpreter.set_tensor(index, image[None])
-            interpreter.invoke()
-            for i in stats:
-                v = interpreter.get_tensor(i).ravel()
-                low[i], high[i] = min(low[i], float(v.min())), max(high[i], float(v.max()))
-                if ranges == "mse":
-                    samples[i].append(v if v.size <= per_image else v[rng.integers(0, v.size, per_image)])
-        for i, tensor in stats.items():
-            lo, hi = low[i], high[i]
-            if ranges == "mse" and hi > lo:
-                lo, hi = mse_range(np.concatenate(samples[i]), lo, hi)
-            tensor.quantization.min = np.array([lo], np.float32)
-            tensor.quantization.max = np.array([hi], np.float32)
-        return quantize(bytes(flatbuffer_utils.convert_object_to_bytearray(model)), *args, **kwargs)
 
-    lite._mlir_quantize = refined
+def refine_ranges(calibrated, calib, ranges: str) -> bytes:
+    """A calibrated (not yet quantised) TFLite model with every activation's range measured anew
+    (:func:`recalibrate`); also used by ``scripts/probe_int8_layers.py`` so its probes quantise as the export."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    graph = model.subgraphs[0]
+    inputs = set(graph.inputs)
+    stats = {i: t for i, t in enumerate(graph.tensors) if i not in inputs
+             and t.quantization is not None and t.quantization.min is not None
+             and len(t.quantization.min) == 1}
+    low, high = {i: np.inf for i in stats}, {i: -np.inf for i in stats}
+    samples = {i: [] for i in stats}
+    per_image = max(1, SAMPLES_PER_TENSOR // len(calib))
+    rng = np.random.default_rng(0)
+    interpreter = _interpreter(bytes(calibrated), reference_kernels=True)
+    index = interpreter.get_input_details()[0]["index"]
+    for image in calib:
+        interpreter.set_tensor(index, image[None])
+        interpreter.invoke()
+        for i in stats:
+            v = interpreter.get_tensor(i).ravel()
+            low[i], high[i] = min(low[i], float(v.min())), max(high[i], float(v.max()))
+            if ranges == "mse":
+                samples[i].append(v if v.size <= per_image else v[rng.integers(0, v.size, per_image)])
+    for i, tensor in stats.items():
+        lo, hi = low[i], high[i]
+        if ranges == "mse" and hi > lo:
+            lo, hi = mse_range(np.concatenate(samples[i]), lo, hi)
+        tensor.quantization.min = np.array([lo], np.float32)
+        tensor.quantization.max = np.array([hi], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _interpreter(content: bytes, reference_kernels: bool = False):
