@@ -11,14 +11,16 @@ from helpers import read_manifest as _manifest, run_cli
 def test_cpu_target_int8_forms(tmp_path, official_dir):
     """--target armv7 --int8: the stride-2 convs' zero padding as concatenations (no int8 PAD, which
     tflite-runtime 2.14 runs at ~17 instructions per element there) and the channel-adaptive pairs as
-    MUL/ADD halves (no reference grouped CONV_2D), measured cheaper on armv7 (BENCHMARKS.md); through the
-    int8 gate like any int8 artifact."""
+    MUL/ADD halves (no reference grouped CONV_2D), measured cheaper on armv7 (BENCHMARKS.md), and HardSwish
+    kept as the one int8 op (tflite-runtime 2.14 has a NEON kernel for it there); through the int8 gate like
+    any int8 artifact."""
     result = run_cli("edgeformer-export", "--format", "tflite", "--int8", "--target", "armv7", "--imgsz", "64",
                      "--weights", official_dir / "edgeformer_s.pt", "--output", tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr
     manifest = _manifest(tmp_path / "edgeformer_s_64_armv7_int8.tflite")
     assert manifest["strided_pad"] == "concat" and manifest["pair_conv"] == "mul_add"
     assert "PAD" not in manifest["ops"] and "CONCATENATION" in manifest["ops"]
+    assert manifest["hardswish"] == "native" and "HARD_SWISH" in manifest["ops"]
     assert manifest["parity"]["cosine"] >= 0.99
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgeformer_deploy.export.lowering import (ConcatZeroPad, GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock,
-                                               MatMulLayerNorm, PairMulAdd, TanhSiLU, circulant, lower_model,
+                                               MatMulLayerNorm, PairMulAdd, Relu6Mul, TanhSiLU, circulant, lower_model,
                                                pair_halves_order)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
@@ -57,6 +57,24 @@ def test_tanh_silu_reproduces_official_logits(official_io, name):
         assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
         x = torch.linspace(-40, 40, 20001)
         assert (TanhSiLU()(x) - nn.functional.silu(x)).abs().max().item() <= 1e-7 * 40 * 2
+
+
+def test_relu6_mul_hardswish_reproduces_official_logits(official_io):
+    """int8 TFLite's HardSwish form, x * relu6(x + 3) with the 1/6 folded into the next 1x1 conv: every one of
+    EdgeFormer-S's 18 HardSwishes (each GCC block's FFN and channel attention) has a conv after it, and the
+    lowered model still computes the official logits."""
+    model, io = official_io["edgeformer_s"]
+    lowered = lower_model(model, 256, "conv", 16, hardswish="relu6_mul")
+    forms = [m for m in lowered.modules() if isinstance(m, Relu6Mul)]
+    assert not [m for m in lowered.modules() if isinstance(m, nn.Hardswish)]
+    assert len(forms) == sum(isinstance(m, nn.Hardswish) for m in model.modules()) == 18
+    assert all(m.scale == 1 for m in forms)
+    with torch.no_grad():
+        assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
+        x = torch.linspace(-10, 10, 20001)
+        assert (Relu6Mul()(x) - nn.functional.hardswish(x)).abs().max().item() <= 1e-6
+        alone = lower_model(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Hardswish()), 8, hardswish="relu6_mul")
+        assert isinstance(alone[1], Relu6Mul) and alone[1].scale == 1 / 6  # nothing to fold into: keeps the 1/6
 
 
 def test_pair_mul_add_reproduces_official_logits(official_io):

@@ -45,6 +45,10 @@ class ExportFormat:
     # LayerNorm form of full-integer artifacts (lowering.LAYER_NORMS): "matmul" where the int8 runtime runs
     # the native form in slow reference kernels (TFLite: BENCHMARKS.md, --profile)
     int8_layer_norm: str = "native"
+    # HardSwish form of full-integer artifacts (lowering.HARDSWISH_FORMS): TFLite's int8 HARD_SWISH is not an
+    # XNNPACK op and off ARM a scalar loop (32 % of EdgeFormer-S int8 on x86); as ADD(RELU6) + MUL it runs in
+    # XNNPACK (BENCHMARKS.md: x86 int8)
+    int8_hardswish: str = "native"
 
     @property
     def name(self) -> str:
@@ -96,7 +100,7 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
     # falls off a cliff above ~25 taps (32 taps: 10.4 ms, 16 taps: 0.32 ms for the same layer; BENCHMARKS.md).
     ExportFormat(RUNTIME_FORMATS["tflite"], "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
                  build=_tflite_build, runner=_tflite_runner, gcc_default="conv", gcc_taps_default=16,
-                 int8_layer_norm="matmul"),
+                 int8_layer_norm="matmul", int8_hardswish="relu6_mul"),
     # The NPU's depthwise kernels are at most 16 taps per side; cutting them in the lowering gives the graph
     # rknn-toolkit2 would make itself (BENCHMARKS.md: RKNN), so what runs is what we verified in ONNX.
     ExportFormat(RUNTIME_FORMATS["rknn"], "RKNN fp16/int8 for Rockchip NPUs via rknn-toolkit2 (managed environment)",
@@ -110,9 +114,10 @@ CALIBRATIONS = ("minmax", "mse")
 
 
 # what an artifact without a --target (or a target without an entry) gets: lowering.LAYER_NORMS (int8 formats:
-# their int8_layer_norm), SILU_FORMS, PAIR_CONV_FORMS, STRIDED_PAD_FORMS; manifests from before a field was
-# recorded had its default
-LOWERING_DEFAULTS = {"layer_norm": "native", "silu": "native", "pair_conv": "conv", "strided_pad": "conv"}
+# their int8_layer_norm), SILU_FORMS, PAIR_CONV_FORMS, STRIDED_PAD_FORMS, HARDSWISH_FORMS; manifests from before
+# a field was recorded had its default
+LOWERING_DEFAULTS = {"layer_norm": "native", "silu": "native", "pair_conv": "conv", "strided_pad": "conv",
+                     "hardswish": "native"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class CpuTarget:
     silu: dict = field(default_factory=dict)  # precision -> SiLU form (default: LOWERING_DEFAULTS)
     pair_conv: dict = field(default_factory=dict)  # precision -> pair-conv form
     strided_pad: dict = field(default_factory=dict)  # precision -> strided convs' zero-padding form
+    hardswish: dict = field(default_factory=dict)  # precision -> HardSwish form
     conv_upto: dict = field(default_factory=dict)  # precision -> GCC maps up to this size as conv (lower_model)
 
     def choice(self, precision: str) -> tuple:
@@ -144,7 +150,8 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
                         "fp16": "Cortex-A76, fp16 arithmetic: conv/25 taps 383.8 M vs conv/16 388.3 M, conv/9 386.2 M "
                                 "instructions; matmul does not load in fp16 arithmetic (720.1 M in fp32)",
                         "int8": "Cortex-A76: conv/25 taps 246.6 M vs conv/16 253.8 M, conv/9 253.4 M, unsplit 531.7 M, "
-                                "matmul 369.2 M instructions (floor 216.2 M)"}),
+                                "matmul 369.2 M instructions (floor 216.2 M); HardSwish as ADD(RELU6) + MUL "
+                                "244.5 M vs native 246.6 M"}),
     CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)",
               gcc={"fp32": ("matmul", None), "fp16": ("matmul", None), "int8": ("matmul", None)},
               measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G); "
@@ -152,7 +159,8 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
                         "fp16": "fp32 arithmetic on armv7 (no FP16 unit): the fp32 choice",
                         "int8": "Cortex-A15: matmul 1.205 G vs conv/16 taps 1.240 G instructions (floor 1.138 G); "
                                 "strided convs' padding as concatenated zeros and the channel-adaptive pairs as "
-                                "MUL/ADD halves: 1.205 G -> 1.115 G"},
+                                "MUL/ADD halves: 1.205 G -> 1.115 G; HardSwish kept native (NEON kernel here): "
+                                "1.115 G vs 1.122 G as ADD(RELU6) + MUL"},
               # float SiLU as tanh: EdgeFormer-S 1.603 G -> 1.538 G, MobileViT-S 2.044 G -> 1.973 G; the grouped
               # channel-adaptive convs (a reference kernel here) as slices + MUL/ADD: EdgeFormer-S 1.538 -> 1.524 G,
               # and with the GCC stack's channels reordered so those slices are halves (no stride-2 reference
@@ -161,7 +169,7 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
               # in fp32 that PAD is a memcpy and the concatenations cost more (1,519.04 -> 1,523.30 M)
               silu={"fp32": "tanh", "fp16": "tanh"},
               pair_conv={"fp32": "mul_add", "fp16": "mul_add", "int8": "mul_add"},
-              conv_upto={"fp32": 8, "fp16": 8}, strided_pad={"int8": "concat"}),
+              conv_upto={"fp32": 8, "fp16": 8}, strided_pad={"int8": "concat"}, hardswish={"int8": "native"}),
 )}
 # boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores
 TFLITE_TARGET_ALIASES = {"rk3288": "armv7", **{chip: "aarch64" for chip in (

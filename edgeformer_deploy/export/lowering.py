@@ -15,6 +15,8 @@
   those in their GEMM kernels, while the native form (MEAN over channels, broadcast SUB, SQUARED_DIFFERENCE)
   falls to slow int8 reference kernels (BENCHMARKS.md: ``--profile``);
 * optionally (armv7 TFLite, whose LOGISTIC kernel is slow) SiLU becomes ``x/2 + x/2 * tanh(x/2)``;
+* optionally (int8 TFLite on x86, where HARD_SWISH has only a scalar int8 kernel) HardSwish becomes
+  ``x * relu6(x + 3)`` with its 1/6 folded into the next 1x1 conv;
 * optionally the input channel order is reversed inside the stem convolution (its weights' input
   channels permuted — exact, the conv's zero padding is the same in every channel), so an artifact of a
   BGR-trained checkpoint takes RGB like every camera, decoder and NPU frame does.
@@ -332,6 +334,7 @@ def fold_channel_swap(model: nn.Module) -> None:
 
 LAYER_NORMS = ("native", "matmul")
 SILU_FORMS = ("native", "tanh")
+HARDSWISH_FORMS = ("native", "relu6_mul")
 PAIR_CONV_FORMS = ("conv", "mul_add")
 STRIDED_PAD_FORMS = ("conv", "concat")
 
@@ -454,10 +457,43 @@ class TanhSiLU(nn.Module):
         return half + half * torch.tanh(half)
 
 
+class Relu6Mul(nn.Module):
+    """HardSwish ``x * relu6(x + 3) / 6`` as ``x * relu6(x + 3) * scale``: with ``scale = 1`` (the 1/6 folded
+    into the next conv, :func:`_hardswish_as_relu6_mul`) an ADD with a fused RELU6 and a MUL, which XNNPACK
+    runs in int8, where TFLite's int8 HARD_SWISH is a scalar loop off ARM (BENCHMARKS.md: x86 int8)."""
+
+    def __init__(self, scale: float = 1 / 6):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * torch.clamp(x + 3, 0, 6)
+        return y if self.scale == 1 else y * self.scale
+
+
+def _hardswish_as_relu6_mul(sequence: nn.Sequential) -> None:
+    """In a ``Sequential(…, Hardswish, Conv2d, …)`` fold the 1/6 into the conv's weights (exact: the conv is
+    linear in its input and its bias is untouched); a HardSwish with no conv after it keeps the 1/6."""
+    children = list(sequence.children())
+    for index, child in enumerate(children):
+        if not isinstance(child, nn.Hardswish):
+            continue
+        after = children[index + 1] if index + 1 < len(children) else None
+        if isinstance(after, nn.Conv2d):
+            folded = _clone_conv(after, bias=after.bias is not None)
+            folded.weight.copy_(after.weight / 6)
+            if after.bias is not None:
+                folded.bias.copy_(after.bias)
+            sequence[index], sequence[index + 1] = Relu6Mul(scale=1), folded
+        else:
+            sequence[index] = Relu6Mul()
+
+
 @torch.no_grad()
 def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int | None = None,
                 swap_input_channels: bool = False, layer_norm: str = "native", silu: str = "native",
-                pair_conv: str = "conv", conv_upto: int = 0, strided_pad: str = "conv") -> nn.Module:
+                pair_conv: str = "conv", conv_upto: int = 0, strided_pad: str = "conv",
+                hardswish: str = "native") -> nn.Module:
     """A static deploy-form copy of ``model`` for ``imgsz`` x ``imgsz`` inputs (the original is untouched).
 
     ``gcc`` picks the formulation of the global circular convolutions: ``conv`` (static-padded depthwise
@@ -467,6 +503,7 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
     matrix products (``MatMulLayerNorm``; for full-integer runtimes); ``silu="tanh"`` writes SiLU with tanh;
     ``pair_conv="mul_add"`` writes grouped 1x1 convs of two inputs per group as products (``PairMulAdd``).
     ``strided_pad="concat"`` writes the zero padding of strided convs as concatenated zeros (``ConcatZeroPad``).
+    ``hardswish="relu6_mul"`` writes HardSwish as ``x * relu6(x + 3)``, the 1/6 in the next conv (``Relu6Mul``).
     ``conv_upto``: GCCs on maps of at most that many pixels per side take the ``conv`` formulation whatever
     ``gcc`` says (a per-size choice: on armv7 an 8x8 map is cheaper as a depthwise conv, BENCHMARKS.md).
     """
@@ -480,6 +517,8 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
         raise ExportError(f"unknown pair-conv form {pair_conv!r}; choose one of: {', '.join(PAIR_CONV_FORMS)}")
     if strided_pad not in STRIDED_PAD_FORMS:
         raise ExportError(f"unknown strided-pad form {strided_pad!r}; choose one of: {', '.join(STRIDED_PAD_FORMS)}")
+    if hardswish not in HARDSWISH_FORMS:
+        raise ExportError(f"unknown HardSwish form {hardswish!r}; choose one of: {', '.join(HARDSWISH_FORMS)}")
     model = copy.deepcopy(model).eval()
     if swap_input_channels:
         fold_channel_swap(model)
@@ -503,6 +542,10 @@ def lower_model(model: nn.Module, imgsz: int, gcc: str = "conv", max_taps: int |
         _replace(model, lambda m: PairMulAdd(m) if PairMulAdd.applies_to(m) else None)  # any others
     if strided_pad == "concat":
         _replace(model, lambda m: ConcatZeroPad(m) if ConcatZeroPad.applies_to(m) else None)
+    if hardswish == "relu6_mul":
+        for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+            _hardswish_as_relu6_mul(sequence)
+        _replace(model, lambda m: Relu6Mul() if isinstance(m, nn.Hardswish) else None)  # any left
     return model
 
 
