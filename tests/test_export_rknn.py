@@ -97,7 +97,8 @@ def test_target_refusals(tmp_path, target, needles):
     (["--format", "rknn", "--opset", "20"], "opset 19 at most"),
     (["--format", "rknn", "--batch", "4"], "batch 1 only"),
     (["--format", "onnx", "--target", "rk3588"], "--target applies to --format rknn or tflite"),
-    (["--format", "tflite", "--target", "mips"], "unknown TFLite --target 'mips'; choose aarch64 or armv7"),
+    (["--format", "tflite", "--target", "mips"],
+     "unknown TFLite --target 'mips'; choose one of aarch64, armv7, x86_64"),
     (["--format", "tflite", "--analyze"], "--analyze applies to --format rknn"),
     (["--format", "rknn", "--int8", "--data", "/nonexistent/images"], "not a folder"),
 ])

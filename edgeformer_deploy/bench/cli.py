@@ -273,7 +273,7 @@ def report_command(results, out_dir: Path) -> None:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Calibration images for --int8 (default: the shipped sample photos).")
 @click.option("--target", default=None, help="Target platform for formats that take one (rknn: e.g. rk3588; tflite: "
-              "armv7 | aarch64, default with --emulate: the emulated one).")
+              "armv7 | aarch64 | x86_64, default with --emulate: the emulated one).")
 @click.option("--weights-edgeformer", type=click.Path(path_type=Path), default=None,
               help="Official EdgeFormer-S checkpoint of the task (without it: random weights).")
 @click.option("--weights-mobilevit", type=click.Path(path_type=Path), default=None,

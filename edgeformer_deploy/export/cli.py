@@ -88,8 +88,8 @@ def _log(message: str) -> None:
               help="Override the cosine gate (defaults: onnx/fp32 0.99999, fp16 0.9999, int8 0.99).")
 @click.option("--target", default=None,
               help="RKNN: Rockchip NPU chip, one of rk3588 (default), rk3576, rk3566, rk3568, rk3562. TFLite: "
-                   "the ARM CPU class the GCC formulation is chosen for, armv7 (RK3288) or aarch64 (default; "
-                   "a chip name works too).")
+                   "the CPU class the GCC formulation and op forms are chosen for: armv7 (RK3288), aarch64 "
+                   "(a chip name works too) or x86_64; without it, a portable artifact.")
 @click.option("--analyze", is_flag=True,
               help="RKNN: run the toolkit's per-layer accuracy_analysis; report saved beside the artifact.")
 @click.option("--channel-order", default=None, metavar="rgb|bgr",

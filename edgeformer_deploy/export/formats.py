@@ -45,10 +45,6 @@ class ExportFormat:
     # LayerNorm form of full-integer artifacts (lowering.LAYER_NORMS): "matmul" where the int8 runtime runs
     # the native form in slow reference kernels (TFLite: BENCHMARKS.md, --profile)
     int8_layer_norm: str = "native"
-    # HardSwish form of full-integer artifacts (lowering.HARDSWISH_FORMS): TFLite's int8 HARD_SWISH is not an
-    # XNNPACK op and off ARM a scalar loop (32 % of EdgeFormer-S int8 on x86); as ADD(RELU6) + MUL it runs in
-    # XNNPACK (BENCHMARKS.md: x86 int8)
-    int8_hardswish: str = "native"
 
     @property
     def name(self) -> str:
@@ -100,7 +96,7 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
     # falls off a cliff above ~25 taps (32 taps: 10.4 ms, 16 taps: 0.32 ms for the same layer; BENCHMARKS.md).
     ExportFormat(RUNTIME_FORMATS["tflite"], "TFLite fp32/fp16/int8 via onnx2tf (managed environment)",
                  build=_tflite_build, runner=_tflite_runner, gcc_default="conv", gcc_taps_default=16,
-                 int8_layer_norm="matmul", int8_hardswish="relu6_mul"),
+                 int8_layer_norm="matmul"),
     # The NPU's depthwise kernels are at most 16 taps per side; cutting them in the lowering gives the graph
     # rknn-toolkit2 would make itself (BENCHMARKS.md: RKNN), so what runs is what we verified in ONNX.
     ExportFormat(RUNTIME_FORMATS["rknn"], "RKNN fp16/int8 for Rockchip NPUs via rknn-toolkit2 (managed environment)",
@@ -122,9 +118,10 @@ LOWERING_DEFAULTS = {"layer_norm": "native", "silu": "native", "pair_conv": "con
 
 @dataclass(frozen=True)
 class CpuTarget:
-    """A TFLite artifact's ARM CPU class (``--format tflite --target``): per precision, the GCC formulation
-    measured cheapest there in emulated instructions per inference (EdgeFormer-S 256, official weights, one
-    thread; BENCHMARKS.md: ARM kernels, ``edgeformer-bench --emulate --profile``)."""
+    """A TFLite artifact's CPU class (``--format tflite --target``): per precision, the GCC formulation and op
+    forms measured cheapest there — on the ARM boards in emulated instructions per inference (EdgeFormer-S 256,
+    official weights, one thread; BENCHMARKS.md: ARM kernels, ``edgeformer-bench --emulate --profile``), on
+    x86-64 by latency and a perf profile on the host."""
     name: str
     runtime: str
     gcc: dict  # precision -> (formulation, max taps)
@@ -150,8 +147,8 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
                         "fp16": "Cortex-A76, fp16 arithmetic: conv/25 taps 383.8 M vs conv/16 388.3 M, conv/9 386.2 M "
                                 "instructions; matmul does not load in fp16 arithmetic (720.1 M in fp32)",
                         "int8": "Cortex-A76: conv/25 taps 246.6 M vs conv/16 253.8 M, conv/9 253.4 M, unsplit 531.7 M, "
-                                "matmul 369.2 M instructions (floor 216.2 M); HardSwish as ADD(RELU6) + MUL "
-                                "244.5 M vs native 246.6 M"}),
+                                "matmul 369.2 M instructions (floor 216.2 M); HardSwish kept native: as ADD(RELU6) + "
+                                "MUL 244.5 M, but int8 gate cosine at 64 px 0.9944 -> 0.9924 (mse 0.9925 -> 0.9889)"}),
     CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)",
               gcc={"fp32": ("matmul", None), "fp16": ("matmul", None), "int8": ("matmul", None)},
               measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G); "
@@ -159,7 +156,7 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
                         "fp16": "fp32 arithmetic on armv7 (no FP16 unit): the fp32 choice",
                         "int8": "Cortex-A15: matmul 1.205 G vs conv/16 taps 1.240 G instructions (floor 1.138 G); "
                                 "strided convs' padding as concatenated zeros and the channel-adaptive pairs as "
-                                "MUL/ADD halves: 1.205 G -> 1.115 G; HardSwish kept native (NEON kernel here): "
+                                "MUL/ADD halves: 1.205 G -> 1.115 G; HardSwish kept native (a NEON kernel here): "
                                 "1.115 G vs 1.122 G as ADD(RELU6) + MUL"},
               # float SiLU as tanh: EdgeFormer-S 1.603 G -> 1.538 G, MobileViT-S 2.044 G -> 1.973 G; the grouped
               # channel-adaptive convs (a reference kernel here) as slices + MUL/ADD: EdgeFormer-S 1.538 -> 1.524 G,
@@ -169,17 +166,26 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
               # in fp32 that PAD is a memcpy and the concatenations cost more (1,519.04 -> 1,523.30 M)
               silu={"fp32": "tanh", "fp16": "tanh"},
               pair_conv={"fp32": "mul_add", "fp16": "mul_add", "int8": "mul_add"},
-              conv_upto={"fp32": 8, "fp16": 8}, strided_pad={"int8": "concat"}, hardswish={"int8": "native"}),
+              conv_upto={"fp32": 8, "fp16": 8}, strided_pad={"int8": "concat"}),
+    # x86 hosts (development machines, x86 edge boxes): TFLite's int8 HARD_SWISH is no XNNPACK op and its kernel
+    # is NEON-only, a scalar loop here (32 % of EdgeFormer-S int8 on an AVX-512 VNNI host, perf)
+    CpuTarget("x86_64", "ai-edge-litert 2.3 (XNNPACK)",
+              gcc={"fp32": ("conv", 16), "fp16": ("conv", 16), "int8": ("conv", 16)},
+              measured={"fp32": "not measured per formulation on x86: the portable conv/16 taps",
+                        "fp16": "fp32 arithmetic on x86: the fp32 choice",
+                        "int8": "AMD EPYC with AVX-512 VNNI, one thread: HardSwish as ADD(RELU6) + MUL 8.96 ms vs "
+                                "native 13.77 ms (fp32 21.64 ms)"},
+              hardswish={"int8": "relu6_mul"}),
 )}
-# boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores
-TFLITE_TARGET_ALIASES = {"rk3288": "armv7", **{chip: "aarch64" for chip in (
+# boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores (and x86 by its other names)
+TFLITE_TARGET_ALIASES = {"rk3288": "armv7", "x86": "x86_64", "amd64": "x86_64", **{chip: "aarch64" for chip in (
     "rk3588", "rk3576", "rk3566", "rk3568", "rk3562", "rk3399", "rk3328")}}
 
 
 def tflite_target(name: str) -> CpuTarget:
     key = TFLITE_TARGET_ALIASES.get(name.lower(), name.lower())
     if key not in TFLITE_TARGETS:
-        raise ExportError(f"unknown TFLite --target {name!r}; choose {' or '.join(TFLITE_TARGETS)} (or a chip: "
+        raise ExportError(f"unknown TFLite --target {name!r}; choose one of {', '.join(TFLITE_TARGETS)} (or a chip: "
                           f"{', '.join(TFLITE_TARGET_ALIASES)})")
     return TFLITE_TARGETS[key]
 

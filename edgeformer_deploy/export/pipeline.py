@@ -104,7 +104,6 @@ class ExportJob:
         forms = dict(LOWERING_DEFAULTS)
         if self.int8:
             forms["layer_norm"] = FORMATS[self.fmt].int8_layer_norm
-            forms["hardswish"] = FORMATS[self.fmt].int8_hardswish
         target = self.cpu_target
         if target:
             for name, table in (("silu", target.silu), ("pair_conv", target.pair_conv),
