@@ -173,8 +173,8 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
               gcc={"fp32": ("conv", 16), "fp16": ("conv", 16), "int8": ("conv", 16)},
               measured={"fp32": "not measured per formulation on x86: the portable conv/16 taps",
                         "fp16": "fp32 arithmetic on x86: the fp32 choice",
-                        "int8": "AMD EPYC with AVX-512 VNNI, one thread: HardSwish as ADD(RELU6) + MUL 8.96 ms vs "
-                                "native 13.77 ms (fp32 21.64 ms)"},
+                        "int8": "AMD EPYC with AVX-512 VNNI, one thread: HardSwish as ADD(RELU6) + MUL 9.22 ms vs "
+                                "native 14.01 ms (fp32 22.27 ms)"},
               hardswish={"int8": "relu6_mul"}),
 )}
 # boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores (and x86 by its other names)
