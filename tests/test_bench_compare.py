@@ -120,3 +120,26 @@ def test_compare_detection_times_post_processing(tmp_path, official_dir):
         post = artifact["postprocess_ms"]
         assert post["median"] > 0 and post["runs"] == 20 and post["detections"] > 0
     assert "post-proc. ms" in result.stdout
+
+
+def test_tflite_compare_on_this_host_exports_for_its_cpu_class(tmp_path, official_dir):
+    """Without --target or --emulate, compare measures TFLite artifacts made for the host it runs on (here
+    x86_64: int8 HardSwish as XNNPACK ops), and says so; --export-only (artifacts for a board) stays portable."""
+    import platform
+
+    from edgeformer_deploy.bench.cli import HOST_TFLITE_TARGETS
+
+    host = HOST_TFLITE_TARGETS[platform.machine().lower()]
+    common = ["compare", "--format", "tflite", "--imgsz", IMGSZ, "--weights-edgeformer",
+              official_dir / "edgeformer_s.pt", "--weights-mobilevit", official_dir / "mobilevit_s.pt"]
+    result = run_cli("edgeformer-bench", *common, "--output", tmp_path / "here", "--runs", 2, "--warmup", 0,
+                     "--threads", 1, "--no-rss", "--json", tmp_path / "here.json", timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert f"--target {host}" in result.stderr
+    doc = json.loads((tmp_path / "here.json").read_text())
+    assert [a["name"] for a in doc["artifacts"]] == [f"{m}_{IMGSZ}_{host}.tflite" for m in ("mobilevit_s",
+                                                                                               "edgeformer_s")]
+    exported = run_cli("edgeformer-bench", *common, "--output", tmp_path / "board", "--export-only", timeout=900)
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(p.name for p in (tmp_path / "board").glob("*.tflite")) == [f"edgeformer_s_{IMGSZ}.tflite",
+                                                                             f"mobilevit_s_{IMGSZ}.tflite"]

@@ -10,6 +10,7 @@ toolchain, torch) import their dependencies inside the command.
 """
 from __future__ import annotations
 
+import platform
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,6 +22,10 @@ from ..errors import EdgeformerError
 from ..runtime.backends import BACKEND_CHOICES
 from ..runtime.rknn_backend import NPU_CORE_MASKS
 from .emulate import EMULATE_CHOICES
+
+# platform.machine() -> the TFLite --target of that CPU class (export.formats.TFLITE_TARGETS)
+HOST_TFLITE_TARGETS = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+                       "armv7l": "armv7"}
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 _SUBCOMMAND, _DISPATCHING = "edgeformer_bench.subcommand", "edgeformer_bench.dispatching"
@@ -273,7 +278,7 @@ def report_command(results, out_dir: Path) -> None:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Calibration images for --int8 (default: the shipped sample photos).")
 @click.option("--target", default=None, help="Target platform for formats that take one (rknn: e.g. rk3588; tflite: "
-              "armv7 | aarch64 | x86_64, default with --emulate: the emulated one).")
+              "armv7 | aarch64 | x86_64; default: the emulated one with --emulate, else this host's).")
 @click.option("--weights-edgeformer", type=click.Path(path_type=Path), default=None,
               help="Official EdgeFormer-S checkpoint of the task (without it: random weights).")
 @click.option("--weights-mobilevit", type=click.Path(path_type=Path), default=None,
@@ -303,8 +308,12 @@ def compare_command(fmt, task, imgsz, int8, half, data, target, weights_edgeform
         from .emulate import check_format
 
         check_format(emulate, fmt)  # before exporting anything
-    if emulate and fmt.startswith("tflite") and target is None:
-        target = emulate  # export for the emulated CPU class: its measured GCC formulation
+    if fmt.startswith("tflite") and target is None and (emulate or not export_only):
+        # export for the CPU that runs the measurement: the emulated board's class, or this host's own
+        target = emulate or HOST_TFLITE_TARGETS.get(platform.machine().lower())
+        if target and not emulate:
+            click.echo(f"exporting TFLite for this host's CPU class (--target {target}; give --target to choose)",
+                       err=True)
     artifacts, info = prepare_artifacts(fmt=fmt, imgsz=imgsz, int8=int8, half=half, data=data, target=target,
                                         weights={"edgeformer": weights_edgeformer,
                                                  "mobilevit": weights_mobilevit},
