@@ -194,19 +194,19 @@ def test_detection_and_mask_post_processing_on_board_are_official(boards, board,
     assert np.array_equal(got["mask"], photo["mask"].numpy())
 
 
-@pytest.mark.parametrize("gcc", ["conv", "matmul"])
+@pytest.mark.parametrize("gcc", ["conv", "matmul", "gemm"])
 def test_fp16_artifact_runs_on_an_fp16_core(boards, official_dir, tmp_path, gcc):
-    """The emulated Cortex-A76 has ARMv8.2 FP16 arithmetic. With the GCC as depthwise convs the artifact allows
-    it and XNNPACK computes in fp16 there (cosine >= 0.999 vs x86's fp32 from the same fp16 weights); with the
-    GCC as circulant MatMuls it must not allow it: XNNPACK then failed to prepare the BATCH_MATMULs and the
-    artifact did not load on the board at all."""
+    """The emulated Cortex-A76 has ARMv8.2 FP16 arithmetic. With the GCC as depthwise convs (or grouped 1x1
+    convs) the artifact allows it and XNNPACK computes in fp16 there (cosine >= 0.999 vs x86's fp32 from the
+    same fp16 weights); with the GCC as circulant MatMuls it must not allow it: XNNPACK then failed to prepare
+    the BATCH_MATMULs and the artifact did not load on the board at all."""
     result = run_cli("edgeformer-export", "--model", "edgeformer_s", "--weights", official_dir / "edgeformer_s.pt",
                      "--format", "tflite", "--imgsz", 64, "--half", "--gcc", gcc, "--output", tmp_path,
                      timeout=900, offline=True)
     assert result.returncode == 0, result.stderr
     model = tmp_path / "edgeformer_s_64_fp16.tflite"
     allowed = json.loads(manifest_path(model).read_text())["tflite"]["fp16_arithmetic"]
-    assert allowed.startswith("allowed" if gcc == "conv" else "not allowed")
+    assert allowed.startswith("not allowed" if gcc == "matmul" else "allowed")
     image = sample_images()[1]
     x86 = run_cli("edgeformer-predict", image, "--model", model, "--json", "--logits")
     assert x86.returncode == 0, x86.stderr
@@ -214,8 +214,30 @@ def test_fp16_artifact_runs_on_an_fp16_core(boards, official_dir, tmp_path, gcc)
                    "--logits")
     assert arm.returncode == 0, arm.stderr
     reference, logits = (np.float64(json.loads(r.stdout)["logits"]) for r in (x86, arm))
-    if gcc == "conv":
+    if gcc != "matmul":
         assert (reference @ logits) / (np.linalg.norm(reference) * np.linalg.norm(logits)) >= 0.999
         assert not np.array_equal(reference, logits)  # fp16 arithmetic really happened
     else:
         assert np.abs(logits - reference).max() <= MAX_ABS * max(1.0, np.abs(reference).max())
+
+
+def test_aarch64_int8_target_runs_the_gcc_as_grouped_gemms_on_the_a76(boards, official_dir, tmp_path):
+    """--target aarch64 --int8 writes the GCC's circulant products as grouped 1x1 convs: XNNPACK's int8 GEMMs
+    instead of its depthwise kernels (EdgeFormer-S 256 on the A76: 228.8 M vs 246.6 M instructions, BENCHMARKS.md).
+    No depthwise GCC kernel is left, and on the emulated A76 the artifact computes what it computes on x86."""
+    result = run_cli("edgeformer-export", "--model", "edgeformer_s", "--weights", official_dir / "edgeformer_s.pt",
+                     "--format", "tflite", "--imgsz", 64, "--int8", "--target", "aarch64", "--output", tmp_path,
+                     timeout=900, offline=True)
+    assert result.returncode == 0, result.stderr
+    model = tmp_path / "edgeformer_s_64_aarch64_int8.tflite"
+    manifest = json.loads(manifest_path(model).read_text())
+    assert manifest["gcc"] == "gemm" and manifest["gcc_max_taps"] is None
+    assert manifest["tflite"]["gcc_depthwise_filters"] == [] and "BATCH_MATMUL" not in manifest["ops"]
+    assert manifest["parity"]["cosine"] >= 0.99
+    image = sample_images()[1]
+    x86 = run_cli("edgeformer-predict", image, "--model", model, "--json", "--logits")
+    arm = on_board(boards["aarch64"], "-m", "edgeformer_deploy.runtime.cli", image, "--model", model, "--json",
+                   "--logits")
+    assert x86.returncode == 0 and arm.returncode == 0, x86.stderr + arm.stderr
+    reference, logits = (np.float64(json.loads(r.stdout)["logits"]) for r in (x86, arm))
+    assert (reference @ logits) / (np.linalg.norm(reference) * np.linalg.norm(logits)) >= 0.99

@@ -26,14 +26,16 @@ def test_cpu_target_int8_forms(tmp_path, official_dir):
 
 def test_x86_target_writes_hardswish_as_xnnpack_int8_ops(tmp_path, official_dir):
     """--target x86 --int8: HardSwish as ADD(RELU6) + MUL with the 1/6 in the next conv — TFLite's int8
-    HARD_SWISH is a scalar loop off ARM, the ADD and MUL are XNNPACK int8 ops (BENCHMARKS.md: 14.0 -> 9.2 ms);
-    through the int8 gate. Portable int8 artifacts keep the native op (it costs accuracy at small sizes)."""
+    HARD_SWISH is a scalar loop off ARM, the ADD and MUL are XNNPACK int8 ops (BENCHMARKS.md: 14.0 -> 9.2 ms) —
+    and the GCC as grouped 1x1 convs (XNNPACK's int8 GEMMs: 8.74 -> 8.18 ms); through the int8 gate. Portable
+    int8 artifacts keep the native op (it costs accuracy at small sizes)."""
     result = run_cli("edgeformer-export", "--format", "tflite", "--int8", "--target", "x86", "--imgsz", "64",
                      "--weights", official_dir / "edgeformer_s.pt", "--output", tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr
     manifest = _manifest(tmp_path / "edgeformer_s_64_x86_64_int8.tflite")
     assert manifest["cpu_target"]["name"] == "x86_64" and manifest["hardswish"] == "relu6_mul"
     assert "HARD_SWISH" not in manifest["ops"] and manifest["parity"]["cosine"] >= 0.99
+    assert manifest["gcc"] == "gemm" and manifest["tflite"]["gcc_depthwise_filters"] == []
 
 
 def test_cpu_target_picks_the_measured_gcc_formulation(tmp_path, official_dir):

@@ -5,14 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from edgeformer_deploy.export.lowering import (ConcatZeroPad, GCCSpatialConv, GCCSpatialMatMul, LoweredGCCBlock,
-                                               MatMulLayerNorm, PairMulAdd, Relu6Mul, TanhSiLU, circulant, lower_model,
+from edgeformer_deploy.export.lowering import (ConcatZeroPad, GCCSpatialConv, GCCSpatialGroupedGemm, GCCSpatialMatMul,
+                                               LoweredGCCBlock, MatMulLayerNorm, PairMulAdd, Relu6Mul, TanhSiLU, circulant, lower_model,
                                                pair_halves_order)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
 from helpers import randomize_norms
 
-FORMULATIONS = ["conv", "matmul"]
+FORMULATIONS = ["conv", "matmul", "gemm"]
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +81,15 @@ def test_pair_mul_add_reproduces_official_logits(official_io):
     """armv7's form of the channel-adaptive grouped 1x1 conv with two inputs per output: products and a sum
     of the two halves of its input, whose channels the GCC stack upstream was reordered to deliver. It
     replaces exactly EdgeFormer-S's three (XS has one input per group, H three), and the lowered model still
-    computes the official logits — in both GCC formulations, which the reordering touches differently."""
+    computes the official logits — in every GCC formulation, which the reordering touches differently."""
     model, io = official_io["edgeformer_s"]
     lowered = lower_model(model, 256, "matmul", pair_conv="mul_add")
     pairs = [m for m in lowered.modules() if isinstance(m, PairMulAdd)]
     assert len(pairs) == 3 and all(p.halves for p in pairs)
     as_conv = lower_model(model, 256, "conv", 16, pair_conv="mul_add")
     assert all(p.halves for p in as_conv.modules() if isinstance(p, PairMulAdd))
+    as_gemm = lower_model(model, 256, "gemm", pair_conv="mul_add")
+    assert all(p.halves for p in as_gemm.modules() if isinstance(p, PairMulAdd))
     for other in ("edgeformer_xs", "edgeformer_h"):
         assert not any(isinstance(m, PairMulAdd) for m in lower_model(create_model(other), 256,
                                                                        pair_conv="mul_add").modules())
@@ -96,6 +98,7 @@ def test_pair_mul_add_reproduces_official_logits(official_io):
     with torch.no_grad():
         assert (lowered(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
         assert (as_conv(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
+        assert (as_gemm(io["input_256"]) - io["logits_256"]).abs().max().item() <= 1e-4
         assert (PairMulAdd(conv)(x) - conv(x)).abs().max().item() <= 1e-6
         order = pair_halves_order(8)
         halves = PairMulAdd(conv, halves=True)(x[:, order])
@@ -167,8 +170,12 @@ def test_lowered_structure(gcc):
         assert isinstance(first, GCCSpatialConv)
         assert first.along_h.convs[0].weight.shape == (192, 1, 28, 1)
         assert first.along_w.convs[0].weight.shape == (192, 1, 1, 28)
-    else:
+    elif gcc == "matmul":
         assert isinstance(first, GCCSpatialMatMul) and first.left.shape == (192, 28, 28)
+    else:  # one dense 28 x 28 group per channel, along H and along W
+        assert isinstance(first, GCCSpatialGroupedGemm)
+        assert first.along_h.groups == first.along_w.groups == 192
+        assert first.along_h.weight.shape == first.along_w.weight.shape == (192 * 28, 28, 1, 1)
     # position embeddings only in the first block of a stage: a bias map there, a plain bias elsewhere
     assert blocks[0].bias_map.shape == (1, 192, 28, 28) and blocks[1].bias_map is None
     assert any(isinstance(m, GCCBlock) for m in model.modules())  # the original is untouched

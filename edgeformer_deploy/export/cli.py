@@ -71,8 +71,9 @@ def _log(message: str) -> None:
               help="ONNX opset (RKNN accepts at most 19).")
 @click.option("--exporter", type=click.Choice(["legacy", "dynamo"]), default="legacy", show_default=True,
               help="torch.onnx exporter; legacy gives the cleanest graph once kernels are static.")
-@click.option("--gcc", type=click.Choice(["conv", "matmul"]), default=None,
-              help="GCC formulation: static-padded depthwise conv or circulant MatMul (default: per format).")
+@click.option("--gcc", type=click.Choice(["conv", "matmul", "gemm"]), default=None,
+              help="GCC formulation: static-padded depthwise conv, circulant MatMul, or the circulant products "
+                   "as grouped 1x1 convs (gemm) (default: per format and --target).")
 @click.option("--gcc-taps", type=int, default=None,
               help="Cut depthwise GCC kernels into chunks of at most N taps (0: no split; default: per format).")
 @click.option("--half", is_flag=True, help="TFLite: fp16 weights (<model>_<imgsz>_fp16.tflite); RKNN is fp16 anyway.")

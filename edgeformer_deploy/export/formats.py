@@ -137,27 +137,31 @@ class CpuTarget:
 
 
 TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
-    # int8: the circulant MatMul's int8 BATCH_MATMUL runs in TFLite's reference kernel (not XNNPACK); fp16: XNNPACK
-    # cannot run it in fp16 arithmetic at all (tflite_format.FP16_ARITHMETIC_MATMUL). Chunks of <= 25 taps fit
-    # XNNPACK's unipass 25-tap depthwise kernel (a 16-tap chunk wastes 9 of its 25 taps; a 32-tap kernel is an IGEMM)
+    # int8: the circulant MatMul's int8 BATCH_MATMUL runs in TFLite's reference kernel (not XNNPACK), the same
+    # products as grouped 1x1 convs run in XNNPACK's int8 GEMMs; fp16: XNNPACK cannot run the MatMul in fp16
+    # arithmetic at all (tflite_format.FP16_ARITHMETIC_MATMUL). Chunks of <= 25 taps fit XNNPACK's unipass 25-tap
+    # depthwise kernel (a 16-tap chunk wastes 9 of its 25 taps; a 32-tap kernel is an IGEMM)
     CpuTarget("aarch64", "ai-edge-litert 2.3 (XNNPACK)",
-              gcc={"fp32": ("matmul", None), "fp16": ("conv", 25), "int8": ("conv", 25)},
+              gcc={"fp32": ("matmul", None), "fp16": ("conv", 25), "int8": ("gemm", None)},
               measured={"fp32": "Cortex-A76: matmul 720.0 M vs conv/16 taps 743.2 M, conv/25 734.7 M, conv/9 740.0 M "
                                  "instructions (floor 699.0 M)",
                         "fp16": "Cortex-A76, fp16 arithmetic: conv/25 taps 383.8 M vs conv/16 388.3 M, conv/9 386.2 M "
-                                "instructions; matmul does not load in fp16 arithmetic (720.1 M in fp32)",
-                        "int8": "Cortex-A76: conv/25 taps 246.6 M vs conv/16 253.8 M, conv/9 253.4 M, unsplit 531.7 M, "
-                                "matmul 369.2 M instructions (floor 216.2 M); HardSwish kept native: as ADD(RELU6) + "
-                                "MUL 244.5 M, but int8 gate cosine at 64 px 0.9944 -> 0.9924 (mse 0.9925 -> 0.9889)"}),
+                                "instructions; gemm 380.7 M, not taken for 0.8 % (13.4 MB vs 10.6 MB); matmul does "
+                                "not load in fp16 arithmetic (720.1 M in fp32)",
+                        "int8": "Cortex-A76: gemm (grouped 1x1 convs) 228.8 M vs conv/25 taps 246.6 M, conv/16 253.8 M, "
+                                "conv/9 253.4 M, unsplit 531.7 M, matmul 369.2 M instructions (floor 216.2 M); "
+                                "HardSwish kept native: as ADD(RELU6) + MUL 244.5 M with conv/25, but int8 gate cosine "
+                                "at 64 px 0.9944 -> 0.9924 (mse 0.9925 -> 0.9889)"}),
     CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)",
               gcc={"fp32": ("matmul", None), "fp16": ("matmul", None), "int8": ("matmul", None)},
               measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G); "
-                                 "with the 8x8 maps as conv 1,521.50 M vs all matmul 1,523.58 M, 16x16 too 1,530.10 M",
+                                 "with the 8x8 maps as conv 1,521.50 M vs all matmul 1,523.58 M, 16x16 too 1,530.10 M; "
+                                 "the whole recipe with gemm 1.718 G vs 1.519 G (grouped CONV_2D: a reference kernel)",
                         "fp16": "fp32 arithmetic on armv7 (no FP16 unit): the fp32 choice",
                         "int8": "Cortex-A15: matmul 1.205 G vs conv/16 taps 1.240 G instructions (floor 1.138 G); "
                                 "strided convs' padding as concatenated zeros and the channel-adaptive pairs as "
                                 "MUL/ADD halves: 1.205 G -> 1.115 G; HardSwish kept native (a NEON kernel here): "
-                                "1.115 G vs 1.122 G as ADD(RELU6) + MUL"},
+                                "1.115 G vs 1.122 G as ADD(RELU6) + MUL; gemm 1.425 G (reference ConvPerChannel)"},
               # float SiLU as tanh: EdgeFormer-S 1.603 G -> 1.538 G, MobileViT-S 2.044 G -> 1.973 G; the grouped
               # channel-adaptive convs (a reference kernel here) as slices + MUL/ADD: EdgeFormer-S 1.538 -> 1.524 G,
               # and with the GCC stack's channels reordered so those slices are halves (no stride-2 reference
@@ -168,13 +172,15 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
               pair_conv={"fp32": "mul_add", "fp16": "mul_add", "int8": "mul_add"},
               conv_upto={"fp32": 8, "fp16": 8}, strided_pad={"int8": "concat"}),
     # x86 hosts (development machines, x86 edge boxes): TFLite's int8 HARD_SWISH is no XNNPACK op and its kernel
-    # is NEON-only, a scalar loop here (32 % of EdgeFormer-S int8 on an AVX-512 VNNI host, perf)
+    # is NEON-only, a scalar loop here (32 % of EdgeFormer-S int8 on an AVX-512 VNNI host, perf); int8 GCC as
+    # grouped 1x1 convs for the reason it is on aarch64 (XNNPACK's int8 GEMMs, no int8 BATCH_MATMUL kernel)
     CpuTarget("x86_64", "ai-edge-litert 2.3 (XNNPACK)",
-              gcc={"fp32": ("conv", 16), "fp16": ("conv", 16), "int8": ("conv", 16)},
-              measured={"fp32": "not measured per formulation on x86: the portable conv/16 taps",
+              gcc={"fp32": ("matmul", None), "fp16": ("matmul", None), "int8": ("gemm", None)},
+              measured={"fp32": "AMD EPYC, one thread, interleaved: matmul 19.96 ms vs gemm 20.35 ms, conv/16 taps "
+                                 "20.87 ms",
                         "fp16": "fp32 arithmetic on x86: the fp32 choice",
-                        "int8": "AMD EPYC with AVX-512 VNNI, one thread: HardSwish as ADD(RELU6) + MUL 9.22 ms vs "
-                                "native 14.01 ms (fp32 22.27 ms)"},
+                        "int8": "AMD EPYC with AVX-512 VNNI, one thread: gemm 8.18 ms vs conv/16 taps 8.74 ms (fp32 "
+                                "21.35 ms); HardSwish as ADD(RELU6) + MUL 9.22 ms vs native 14.01 ms with conv/16"},
               hardswish={"int8": "relu6_mul"}),
 )}
 # boards by SoC: the RK3288 is the armv7 (Cortex-A17) one; the others have 64-bit cores (and x86 by its other names)

@@ -165,7 +165,33 @@ class GCCSpatialMatMul(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-GCC_FORMULATIONS = {"conv": GCCSpatialConv, "matmul": GCCSpatialMatMul}
+class GCCSpatialGroupedGemm(nn.Module):
+    """The circulant products as two grouped 1x1 convolutions, one group per channel: along H the map is
+    viewed as (C*H) channels over W, along W as (C*W) channels over H. Each group is a dense H x H (W x W)
+    product, which runs in a runtime's GEMM kernels instead of a depthwise one (int8 included, where
+    BATCH_MATMUL has no optimised kernel)."""
+
+    def __init__(self, kernel_h: torch.Tensor, kernel_w: torch.Tensor, bias: torch.Tensor | None,
+                 max_taps: int | None = None):  # noqa: ARG002 — a product has no tap limit
+        super().__init__()
+        left, right = circulant(kernel_h, left=True), circulant(kernel_w, left=False)
+        channels, n = left.shape[:2]
+        self.size = n
+        self.along_h = nn.Conv2d(channels * n, channels * n, 1, groups=channels, bias=False)
+        self.along_w = nn.Conv2d(channels * n, channels * n, 1, groups=channels, bias=bias is not None)
+        self.along_h.weight.copy_(left.reshape(channels * n, n, 1, 1))  # out (c, h) <- in (c, h')
+        self.along_w.weight.copy_(right.transpose(1, 2).reshape(channels * n, n, 1, 1))  # out (c, w) <- (c, w')
+        if bias is not None:
+            self.along_w.bias.copy_(bias.repeat_interleave(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.along_h(x.reshape(b, c * h, w, 1)).reshape(b, c, h, w)
+        y = y.transpose(2, 3).reshape(b, c * w, h, 1)
+        return self.along_w(y).reshape(b, c, w, h).transpose(2, 3)
+
+
+GCC_FORMULATIONS = {"conv": GCCSpatialConv, "matmul": GCCSpatialMatMul, "gemm": GCCSpatialGroupedGemm}
 
 
 class LoweredGCCBlock(nn.Module):
@@ -390,6 +416,10 @@ def _permute_gcc_block(block: "LoweredGCCBlock", order: torch.Tensor) -> None:
         spatial.left, spatial.right = spatial.left[order].clone(), spatial.right[order].clone()
         if spatial.bias is not None:
             spatial.bias = spatial.bias[:, order].clone()
+    elif isinstance(spatial, GCCSpatialGroupedGemm):  # a channel is a group of `size` rows
+        rows = (order[:, None] * spatial.size + torch.arange(spatial.size)).reshape(-1)
+        for conv in (spatial.along_h, spatial.along_w):
+            _permute_out(conv, rows)
     else:
         for conv in (*spatial.along_h.convs, *spatial.along_w.convs):
             _permute_out(conv, order)

@@ -82,7 +82,7 @@ class ExportJob:
     @property
     def gcc_max_taps(self) -> int | None:
         target = self.cpu_target
-        if self.gcc_formulation == "matmul":
+        if self.gcc_formulation in ("matmul", "gemm"):
             return None  # a matrix product has no taps
         if self.gcc_taps is not None:
             return self.gcc_taps or None
@@ -138,8 +138,8 @@ def validate(job: ExportJob) -> None:
         job.imgsz = job.spec.imgsz
     if job.channel_order is not None and str(job.channel_order).upper() not in CHANNEL_ORDERS:
         raise ExportError(f"--channel-order must be rgb or bgr (got {job.channel_order!r})")
-    if job.gcc not in (None, "conv", "matmul"):
-        raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose conv or matmul")
+    if job.gcc not in (None, "conv", "matmul", "gemm"):
+        raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose conv, matmul or gemm")
     if job.imgsz < MIN_IMGSZ or job.imgsz > MAX_IMGSZ or job.imgsz % 32:
         raise ExportError(f"--imgsz must be a multiple of 32 from {MIN_IMGSZ} to {MAX_IMGSZ} (got {job.imgsz})")
     if job.min_cosine is not None and not (math.isfinite(job.min_cosine) and 0.0 <= job.min_cosine <= 1.0):

@@ -154,7 +154,8 @@ def graph_problems(has_gcc: bool, report: dict, gcc: str = "conv") -> list[str]:
     sequence = report["op_sequence"]
     transposes = [i for i, op in enumerate(sequence) if op == "TRANSPOSE"]
     # the conv formulation is NHWC end to end, so a TRANSPOSE there is a layout failure; the circulant MatMul
-    # multiplies along H and W, so NHWC needs transposes by design (their cost is measured, BENCHMARKS.md)
+    # and its grouped-conv form multiply along H and W, so NHWC needs transposes by design (their cost is
+    # measured, BENCHMARKS.md)
     if gcc == "conv" and transposes and transposes != [0]:
         problems.append(f"{len(transposes)} TRANSPOSE op(s) inside the network")
     problems += [op for op in report["ops"] if op.startswith(FORBIDDEN_PREFIXES) and op not in problems]
