@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from edgeformer_deploy.export.lowering import (ConcatZeroPad, GCCSpatialConv, GCCSpatialGroupedGemm, GCCSpatialMatMul,
-                                               LoweredGCCBlock, MatMulLayerNorm, PairMulAdd, Relu6Mul, TanhSiLU, circulant, lower_model,
-                                               pair_halves_order)
+                                               LoweredGCCBlock, MatMulLayerNorm, PairMulAdd, Relu6Mul, TanhSiLU,
+                                               circulant, lower_model, pair_halves_order)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
 from helpers import randomize_norms
