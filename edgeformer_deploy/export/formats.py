@@ -150,8 +150,8 @@ TFLITE_TARGETS: dict[str, CpuTarget] = {t.name: t for t in (
                                 "not load in fp16 arithmetic (720.1 M in fp32)",
                         "int8": "Cortex-A76: gemm (grouped 1x1 convs) 228.8 M vs conv/25 taps 246.6 M, conv/16 "
                                 "253.8 M, conv/9 253.4 M, unsplit 531.7 M, matmul 369.2 M instructions "
-                                "(floor 216.2 M); HardSwish kept native: as ADD(RELU6) + MUL 244.5 M with conv/25, but int8 gate cosine "
-                                "at 64 px 0.9944 -> 0.9924 (mse 0.9925 -> 0.9889)"}),
+                                "(floor 216.2 M); HardSwish kept native: as ADD(RELU6) + MUL 244.5 M with conv/25, "
+                                "but int8 gate cosine at 64 px 0.9944 -> 0.9924 (mse 0.9925 -> 0.9889)"}),
     CpuTarget("armv7", "tflite-runtime 2.14 (no XNNPACK: Eigen / gemmlowp kernels)",
               gcc={"fp32": ("matmul", None), "fp16": ("matmul", None), "int8": ("matmul", None)},
               measured={"fp32": "Cortex-A15: matmul 1.603 G vs conv/16 taps 1.660 G instructions (floor 1.560 G); "
