@@ -5,14 +5,19 @@ import pytest
 import torch
 from torch import nn
 
-from edgeformer_deploy.export.lowering import (ConcatZeroPad, GCCSpatialConv, GCCSpatialGroupedGemm, GCCSpatialMatMul,
-                                               LoweredGCCBlock, MatMulLayerNorm, PairMulAdd, Relu6Mul, TanhSiLU,
-                                               circulant, lower_model, pair_halves_order)
+from edgeformer_deploy.export.formats import GCC_FORMS
+from edgeformer_deploy.export.lowering import (GCC_FORMULATIONS, ConcatZeroPad, GCCSpatialConv, GCCSpatialGroupedGemm,
+                                               GCCSpatialMatMul, LoweredGCCBlock, MatMulLayerNorm, PairMulAdd, Relu6Mul,
+                                               TanhSiLU, circulant, lower_model, pair_halves_order)
 from edgeformer_deploy.models import GCCBlock, create_model
 from edgeformer_deploy.models.edgeformer import circular_conv
 from helpers import randomize_norms
 
-FORMULATIONS = ["conv", "matmul", "gemm"]
+FORMULATIONS = list(GCC_FORMS)
+
+
+def test_cli_gcc_choices_are_the_lowering_formulations():
+    assert tuple(GCC_FORMULATIONS) == GCC_FORMS
 
 
 @pytest.fixture(scope="module")

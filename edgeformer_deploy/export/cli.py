@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import EdgeformerError
-from .formats import CALIBRATIONS, FORMATS
+from .formats import CALIBRATIONS, FORMATS, GCC_FORMS
 
 
 class Terminated(BaseException):
@@ -71,7 +71,7 @@ def _log(message: str) -> None:
               help="ONNX opset (RKNN accepts at most 19).")
 @click.option("--exporter", type=click.Choice(["legacy", "dynamo"]), default="legacy", show_default=True,
               help="torch.onnx exporter; legacy gives the cleanest graph once kernels are static.")
-@click.option("--gcc", type=click.Choice(["conv", "matmul", "gemm"]), default=None,
+@click.option("--gcc", type=click.Choice(GCC_FORMS), default=None,
               help="GCC formulation: static-padded depthwise conv, circulant MatMul, or the circulant products "
                    "as grouped 1x1 convs (gemm) (default: per format and --target).")
 @click.option("--gcc-taps", type=int, default=None,

@@ -108,6 +108,9 @@ FORMATS: dict[str, ExportFormat] = {fmt.name: fmt for fmt in (
 # --calibration: int8 activation ranges (tflite_worker.mse_activation_ranges; RKNN: rknn_format.QUANTIZED_ALGORITHM)
 CALIBRATIONS = ("minmax", "mse")
 
+# --gcc: lowering.GCC_FORMULATIONS by name (here without torch, for the CLI and the job's validation)
+GCC_FORMS = ("conv", "matmul", "gemm")
+
 
 # what an artifact without a --target (or a target without an entry) gets: lowering.LAYER_NORMS (int8 formats:
 # their int8_layer_norm), SILU_FORMS, PAIR_CONV_FORMS, STRIDED_PAD_FORMS, HARDSWISH_FORMS; manifests from before

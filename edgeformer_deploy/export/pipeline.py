@@ -18,7 +18,7 @@ from ..errors import ExportError
 from ..runtime.artifact import legacy_manifest_path, read_json_object
 from ..runtime.preprocess import CHANNEL_ORDERS
 from .commit import commit
-from .formats import CALIBRATIONS, FORMATS, LOWERING_DEFAULTS, BuildResult
+from .formats import CALIBRATIONS, FORMATS, GCC_FORMS, LOWERING_DEFAULTS, BuildResult
 
 MIN_IMGSZ = 64  # the last stage must still be at least 2x2 for the official GCC/MobileViT blocks
 # Largest input size accepted: --imgsz 4096 was past 8 GB of memory after 150 s; EdgeFormer-S at 1024 (stage-3
@@ -82,8 +82,8 @@ class ExportJob:
     @property
     def gcc_max_taps(self) -> int | None:
         target = self.cpu_target
-        if self.gcc_formulation in ("matmul", "gemm"):
-            return None  # a matrix product has no taps
+        if self.gcc_formulation != "conv":
+            return None  # only the depthwise form has taps; the others are matrix products
         if self.gcc_taps is not None:
             return self.gcc_taps or None
         if target and (self.gcc is None or self.gcc == target.choice(self.precision)[0]):
@@ -138,8 +138,8 @@ def validate(job: ExportJob) -> None:
         job.imgsz = job.spec.imgsz
     if job.channel_order is not None and str(job.channel_order).upper() not in CHANNEL_ORDERS:
         raise ExportError(f"--channel-order must be rgb or bgr (got {job.channel_order!r})")
-    if job.gcc not in (None, "conv", "matmul", "gemm"):
-        raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose conv, matmul or gemm")
+    if job.gcc is not None and job.gcc not in GCC_FORMS:
+        raise ExportError(f"unknown GCC formulation {job.gcc!r}; choose one of: {', '.join(GCC_FORMS)}")
     if job.imgsz < MIN_IMGSZ or job.imgsz > MAX_IMGSZ or job.imgsz % 32:
         raise ExportError(f"--imgsz must be a multiple of 32 from {MIN_IMGSZ} to {MAX_IMGSZ} (got {job.imgsz})")
     if job.min_cosine is not None and not (math.isfinite(job.min_cosine) and 0.0 <= job.min_cosine <= 1.0):
