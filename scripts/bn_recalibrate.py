@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edgeformer_deploy.export.calibration import calibration_images
 from edgeformer_deploy.models.registry import create_model, model_spec
-from edgeformer_deploy.runtime.preprocess import read_image, sample_images, to_model_input
+from edgeformer_deploy.runtime.preprocess import read_image, to_model_input
 
 
 def augmented_batches(paths: list[Path], imgsz: int, count: int, batch: int, seed: int = 0):
@@ -71,8 +72,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=128, help="augmented crops to measure on")
     args = parser.parse_args()
     spec = model_spec(args.model)
-    paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
-        if args.data else sample_images()
+    paths = calibration_images(args.data)  # the export's own --data reading (the shipped photos without it)
     model = create_model(args.model, weights=args.weights)
     count = recalibrate(model, augmented_batches(paths, args.imgsz or spec.imgsz, args.images, batch=8))
     torch.save(model.state_dict(), args.out)
