@@ -71,6 +71,20 @@ def on_board(root: Path, *args, timeout=600) -> subprocess.CompletedProcess:
                           env=env, timeout=timeout, cwd=REPO_ROOT)
 
 
+def logits_here_and_on(board: Path, model: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``edgeformer-predict --logits`` of chelsea.jpg on x86 and on the emulated ``board``."""
+    image = sample_images()[1]
+    x86 = run_cli("edgeformer-predict", image, "--model", model, "--json", "--logits")
+    assert x86.returncode == 0, x86.stderr
+    arm = on_board(board, "-m", "edgeformer_deploy.runtime.cli", image, "--model", model, "--json", "--logits")
+    assert arm.returncode == 0, arm.stderr
+    return tuple(np.float64(json.loads(r.stdout)["logits"]) for r in (x86, arm))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 @pytest.mark.parametrize("board", BOARDS)
 def test_board_is_the_real_thing(boards, board):
     result = on_board(boards[board], "-c", (
@@ -101,8 +115,7 @@ def test_predict_on_board_equals_x86(boards, artifacts, board, key):
     if json.loads(manifest_path(model).read_text())["output"].get("quantization"):
         # Integer kernels requantise differently per architecture / runtime version: compare as the int8
         # export gate does (x86: ai-edge-litert 2.3; armhf: tflite-runtime 2.14).
-        cosine = (reference * logits).sum() / (np.linalg.norm(reference) * np.linalg.norm(logits))
-        assert cosine >= 0.99
+        assert cosine(reference, logits) >= 0.99
         # the same top-1 unless x86 itself puts the board's top-1 within the int8 tie band of its own (as
         # against the official logits, test_official_pipeline.TIE_BAND): these untrained networks at 64 px
         # have near ties (MobileViT-S on chelsea: 3 classes within 0.22, i.e. 3 output steps, and once an
@@ -207,15 +220,9 @@ def test_fp16_artifact_runs_on_an_fp16_core(boards, official_dir, tmp_path, gcc)
     model = tmp_path / "edgeformer_s_64_fp16.tflite"
     allowed = json.loads(manifest_path(model).read_text())["tflite"]["fp16_arithmetic"]
     assert allowed.startswith("not allowed" if gcc == "matmul" else "allowed")
-    image = sample_images()[1]
-    x86 = run_cli("edgeformer-predict", image, "--model", model, "--json", "--logits")
-    assert x86.returncode == 0, x86.stderr
-    arm = on_board(boards["aarch64"], "-m", "edgeformer_deploy.runtime.cli", image, "--model", model, "--json",
-                   "--logits")
-    assert arm.returncode == 0, arm.stderr
-    reference, logits = (np.float64(json.loads(r.stdout)["logits"]) for r in (x86, arm))
+    reference, logits = logits_here_and_on(boards["aarch64"], model)
     if gcc != "matmul":
-        assert (reference @ logits) / (np.linalg.norm(reference) * np.linalg.norm(logits)) >= 0.999
+        assert cosine(reference, logits) >= 0.999
         assert not np.array_equal(reference, logits)  # fp16 arithmetic really happened
     else:
         assert np.abs(logits - reference).max() <= MAX_ABS * max(1.0, np.abs(reference).max())
@@ -234,10 +241,5 @@ def test_aarch64_int8_target_runs_the_gcc_as_grouped_gemms_on_the_a76(boards, of
     assert manifest["gcc"] == "gemm" and manifest["gcc_max_taps"] is None
     assert manifest["tflite"]["gcc_depthwise_filters"] == [] and "BATCH_MATMUL" not in manifest["ops"]
     assert manifest["parity"]["cosine"] >= 0.99
-    image = sample_images()[1]
-    x86 = run_cli("edgeformer-predict", image, "--model", model, "--json", "--logits")
-    arm = on_board(boards["aarch64"], "-m", "edgeformer_deploy.runtime.cli", image, "--model", model, "--json",
-                   "--logits")
-    assert x86.returncode == 0 and arm.returncode == 0, x86.stderr + arm.stderr
-    reference, logits = (np.float64(json.loads(r.stdout)["logits"]) for r in (x86, arm))
-    assert (reference @ logits) / (np.linalg.norm(reference) * np.linalg.norm(logits)) >= 0.99
+    reference, logits = logits_here_and_on(boards["aarch64"], model)
+    assert cosine(reference, logits) >= 0.99
